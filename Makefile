@@ -1,0 +1,71 @@
+# Everything a fresh machine needs comes from here: a virtual environment in .venv with the
+# versions in constraints.txt (what the test suite ran against).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PARAMS ?= params/lab.yaml
+OUT    ?= out
+
+.PHONY: help setup run lab jupyter test lint typecheck unit browser-deps golden bench reliability clean
+
+help:
+	@echo "make run          run the runbook headless against the embedded lab (PARAMS=$(PARAMS))"
+	@echo "make test         lint, type check and the whole test suite"
+	@echo "make jupyter      open the notebook in JupyterLab"
+	@echo "make lab          serve a standalone workshop lab on loopback"
+	@echo "make golden       regenerate the committed notebook's outputs"
+	@echo "make bench        print the performance figures"
+	@echo "make reliability  run the bad-input and fault matrix"
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (carts runbook)" >/dev/null
+	touch $@
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/carts-runbook run --params $(PARAMS) --out $(OUT)
+
+lab: $(STAMP)
+	$(BIN)/python -m runbook_lib.lab serve
+
+jupyter: $(STAMP)
+	$(BIN)/jupyter lab notebooks/fix-iam-permissions.ipynb
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# The browser test needs Debian's chromium; install it when missing and we may (root).
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing chromium (Debian package) for the browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "could not install chromium: the browser test will be skipped"; \
+	  else echo "chromium missing and not root: the browser test will be skipped"; fi; \
+	fi
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+test: $(STAMP) browser-deps lint typecheck
+	$(BIN)/pytest -q
+
+golden: $(STAMP)
+	$(BIN)/carts-runbook golden
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py
+
+reliability: $(STAMP)
+	$(BIN)/python benchmarks/reliability.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache

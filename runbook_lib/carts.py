@@ -1,0 +1,74 @@
+"""What the carts service calls in DynamoDB, declared once.
+
+The carts app (Spring Boot, ``SPRING_PROFILES_ACTIVE=dynamodb``) runs one ``Query`` on the
+customer index as soon as it is ready, then in normal running ``Query`` (index) and
+``GetItem``/``PutItem``/``UpdateItem``/``DeleteItem`` (table). Nothing else.
+
+This list drives three things that must agree: the least-privilege policy
+(:mod:`runbook_lib.policy`), the preflight check in the runbook, and the lab's simulated carts
+app (:mod:`runbook_lib.lab`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Target = Literal["table", "index"]
+
+
+@dataclass(frozen=True)
+class CartsCall:
+    """One DynamoDB API call the carts app makes, and what it touches."""
+
+    action: str
+    target: Target
+    purpose: str
+
+    @property
+    def operation(self) -> str:
+        """The API operation name, e.g. ``Query`` for ``dynamodb:Query``."""
+        return self.action.split(":", 1)[1]
+
+
+CARTS_CALLS: tuple[CartsCall, ...] = (
+    CartsCall("dynamodb:Query", "index", "find a customer's cart items (also the startup check)"),
+    CartsCall("dynamodb:GetItem", "table", "read one cart item"),
+    CartsCall("dynamodb:PutItem", "table", "add an item to a cart"),
+    CartsCall("dynamodb:UpdateItem", "table", "change an item's quantity"),
+    CartsCall("dynamodb:DeleteItem", "table", "remove an item from a cart"),
+)
+
+#: The call the app makes at start-up; denied, the container exits with code 1.
+STARTUP_CALL: CartsCall = CARTS_CALLS[0]
+
+#: The customer id of the start-up query.
+STARTUP_CUSTOMER_ID = "test"
+
+
+def table_arn(region: str, account_id: str, table: str) -> str:
+    """ARN of a DynamoDB table.
+
+    >>> table_arn("us-west-2", "123456789012", "retail-store-ecs-carts")
+    'arn:aws:dynamodb:us-west-2:123456789012:table/retail-store-ecs-carts'
+    """
+    return f"arn:aws:dynamodb:{region}:{account_id}:table/{table}"
+
+
+def index_arn(region: str, account_id: str, table: str, index: str) -> str:
+    """ARN of a table's secondary index (what IAM sees for ``Query`` on an index)."""
+    return f"{table_arn(region, account_id, table)}/index/{index}"
+
+
+def resource_for(call: CartsCall, region: str, account_id: str, table: str, index: str) -> str:
+    """The resource ARN IAM evaluates for ``call``."""
+    if call.target == "index":
+        return index_arn(region, account_id, table, index)
+    return table_arn(region, account_id, table)
+
+
+def carts_requests(
+    region: str, account_id: str, table: str, index: str
+) -> list[tuple[str, str]]:
+    """Every (action, resource) pair the carts app needs, in declaration order."""
+    return [(c.action, resource_for(c, region, account_id, table, index)) for c in CARTS_CALLS]
