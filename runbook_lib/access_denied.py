@@ -25,7 +25,9 @@ _SENTENCE = re.compile(
     r"|with an explicit deny in an identity-based policy"
     r"(?P<deny_arn>: arn:[^\s]+)?)"
 )
-_ASSUMED = re.compile(r"^arn:[\w-]+:sts::(?P<account>\d{12}):assumed-role/(?P<role>[^/]+)/(?P<session>.+)$")
+_ASSUMED = re.compile(
+    r"^arn:[\w-]+:sts::(?P<account>\d{12}):assumed-role/(?P<role>[^/]+)/(?P<session>.+)$"
+)
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,9 @@ def _check(name: str, value: Any, all_values: Mapping[str, Any]) -> None:
     allowed, pattern, optional = spec
     if name == "apply":
         if value is not None and not isinstance(value, bool):
-            raise _fail(name, "true, false or null (null: write on the lab, plan only on AWS)", value)
+            raise _fail(
+                name, "true, false or null (null: write on the lab, plan only on AWS)", value
+            )
         return
     if name == "rollback":
         if not isinstance(value, bool):
@@ -124,7 +126,9 @@ def _check(name: str, value: Any, all_values: Mapping[str, Any]) -> None:
             and 0 < value <= MAX_TIMEOUT_S
         )
         if not ok:
-            raise _fail(name, f"a number of seconds greater than 0 and at most {MAX_TIMEOUT_S:g}", value)
+            raise _fail(
+                name, f"a number of seconds greater than 0 and at most {MAX_TIMEOUT_S:g}", value
+            )
         return
     if not isinstance(value, str):
         raise _fail(name, allowed, value)
@@ -186,13 +190,17 @@ def load_params_file(path: str | Path) -> dict[str, Any]:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ParameterError("params", f"cannot read params file {str(p)!r}: {exc.strerror}.") from None
+        raise ParameterError(
+            "params", f"cannot read params file {str(p)!r}: {exc.strerror}."
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ParameterError("params", f"params file {str(p)!r} is not valid YAML{where}.") from None
+        raise ParameterError(
+            "params", f"params file {str(p)!r} is not valid YAML{where}."
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

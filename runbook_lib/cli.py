@@ -1,0 +1,237 @@
+"""``carts-runbook``: run the notebook headless with papermill, or regenerate its golden outputs.
+
+    carts-runbook run --params params/lab.yaml --out out
+    carts-runbook golden
+
+``run`` validates the parameters before starting a kernel, shows one line per step, writes the
+executed notebook, an HTML rendering and the JSON record under ``--out``, prints a short summary,
+and exits 1 naming the failing step when a step fails (2 for bad parameters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from runbook_lib.params import ParameterError, Params, load_params_file
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "fix-iam-permissions.ipynb"
+STEM = "fix-iam-permissions"
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def _step_of(cell: Any) -> str | None:
+    for tag in cell.get("metadata", {}).get("tags", []):
+        if tag.startswith("step:"):
+            return str(tag[5:])
+    return None
+
+
+class Progress:
+    """One line per step on stderr: name, time, ok or FAILED."""
+
+    def __init__(self, stream: Any = sys.stderr) -> None:
+        self.stream = stream
+        self.t: float = 0.0
+
+    def start(self, cell: Any, cell_index: int, **_: Any) -> None:
+        step = _step_of(cell)
+        if step:
+            self.t = time.monotonic()
+            print(f"  {step:<11}", end="", file=self.stream, flush=True)
+
+    def done(self, cell: Any, cell_index: int, execute_reply: Any = None, **_: Any) -> None:
+        step = _step_of(cell)
+        if step:
+            failed = any(o.get("output_type") == "error" for o in cell.get("outputs", []))
+            status = "FAILED" if failed else "ok"
+            print(f" {status} ({time.monotonic() - self.t:.1f} s)", file=self.stream, flush=True)
+
+
+def execute(
+    parameters: dict[str, Any],
+    output: Path,
+    record: Path,
+    progress: Progress | None = None,
+    inject: bool = True,
+) -> Any:
+    """Execute the notebook with papermill; returns the executed notebook node."""
+    import papermill as pm
+
+    os.environ["RUNBOOK_RECORD"] = str(record)
+    os.environ["RUNBOOK_HEADLESS"] = "1"
+    hooks: dict[str, Any] = {}
+    if progress is not None:
+        hooks = {"on_cell_start": progress.start, "on_cell_executed": progress.done}
+    return pm.execute_notebook(
+        str(NOTEBOOK),
+        str(output),
+        parameters=parameters if inject else None,
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(NOTEBOOK.parents[1]),
+        **hooks,
+    )
+
+
+def write_html(notebook_path: Path, html_path: Path) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(notebook_path), as_version=4)
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    html_path.write_text(body, encoding="utf-8")
+
+
+def scan_outputs(paths: list[Path]) -> list[str]:
+    """Complaints for any output file that holds something shaped like a credential."""
+    from runbook_lib.record import find_secrets
+
+    problems = []
+    for p in paths:
+        if p.exists():
+            hits = find_secrets(p.read_text(encoding="utf-8", errors="replace"))
+            if hits:
+                problems.append(f"{p} contains what looks like a credential ({hits[0]})")
+    return problems
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        values = load_params_file(args.params) if args.params else {}
+        for item in args.parameter or []:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise ParameterError("-p", f"option -p takes NAME=VALUE; got {item!r}.")
+            values[key] = _parse_value(raw)
+        params = Params.from_mapping(values, source=args.params or "the command line")
+    except ParameterError as exc:
+        print(f"carts-runbook: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    nb_path, html_path, record_path = (
+        out / f"{STEM}.ipynb",
+        out / f"{STEM}.html",
+        out / f"{STEM}.record.json",
+    )
+    record_path.unlink(missing_ok=True)
+    where = params.endpoint_url or ("an embedded lab" if params.is_lab else f"AWS {params.region}")
+    print(
+        f"carts-runbook: running {NOTEBOOK.name} against {where} ({params.source})", file=sys.stderr
+    )
+    from papermill.exceptions import PapermillExecutionError
+
+    failed: str | None = None
+    t0 = time.monotonic()
+    try:
+        execute(params.public_dict(), nb_path, record_path, Progress())
+    except PapermillExecutionError as exc:
+        failed = f"{exc.ename}: {exc.evalue}"
+    if nb_path.exists() and not args.no_html:
+        write_html(nb_path, html_path)
+    leaks = scan_outputs([nb_path, html_path, record_path])
+    record: dict[str, Any] = json.loads(record_path.read_text()) if record_path.exists() else {}
+    print(file=sys.stderr)
+    for line in _summary_lines(record, nb_path, html_path, record_path, time.monotonic() - t0):
+        print(line)
+    for leak in leaks:
+        print(f"carts-runbook: SECURITY: {leak}", file=sys.stderr)
+    if failed is not None:
+        step = record.get("failed_step") or "unknown"
+        print(f"carts-runbook: FAILED at step '{step}': {failed}", file=sys.stderr)
+        if record.get("undo"):
+            print(f"carts-runbook: to undo what this run wrote: {record['undo']}", file=sys.stderr)
+        return 1
+    return 1 if leaks else 0
+
+
+def _summary_lines(
+    record: dict[str, Any], nb: Path, html: Path, rec: Path, seconds: float
+) -> list[str]:
+    lines = [f"outcome:  {record.get('outcome', 'no record written')}"]
+    steps = record.get("steps", {})
+    if "diagnose" in steps:
+        d = steps["diagnose"]
+        lines.append(f"cause:    {d.get('cause')} ({d.get('denied_action') or '-'})")
+    if "plan" in steps:
+        p = steps["plan"]
+        lines.append(
+            f"policy:   {p.get('policy_name')} on {p.get('role')}: {p.get('action')}, written={p.get('written')}"
+        )
+    if "watch" in steps:
+        lines.append(f"watch:    {steps['watch'].get('message', steps['watch'].get('outcome'))}")
+    if "aws_call_count" in record:
+        lines.append(f"aws calls: {record['aws_call_count']}")
+    lines.append(f"time:     {seconds:.1f} s")
+    lines += [f"notebook: {nb}", f"html:     {html}", f"record:   {rec}"]
+    return lines
+
+
+def strip_run_metadata(path: Path) -> None:
+    """Remove papermill's per-run metadata (timings, paths) so the golden notebook diffs cleanly."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    nbformat.write(nb, str(path))
+
+
+def cmd_golden(args: argparse.Namespace) -> int:
+    """Re-execute the committed notebook with its own defaults against a fresh lab, in place."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_nb = Path(tmp) / f"{STEM}.ipynb"
+        execute({}, tmp_nb, Path(tmp) / "record.json", Progress(), inject=False)
+        strip_run_metadata(tmp_nb)
+        leaks = scan_outputs([tmp_nb])
+        if leaks:
+            print(f"carts-runbook: {leaks[0]}", file=sys.stderr)
+            return 1
+        NOTEBOOK.write_text(tmp_nb.read_text(encoding="utf-8"), encoding="utf-8")
+    print(f"carts-runbook: golden outputs written to {NOTEBOOK}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="carts-runbook", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the runbook headless (papermill)")
+    run.add_argument("--params", help="a params/*.yaml file (keys: the notebook's parameters)")
+    run.add_argument(
+        "-p",
+        dest="parameter",
+        action="append",
+        metavar="NAME=VALUE",
+        help="override one parameter (YAML value)",
+    )
+    run.add_argument(
+        "--out", default="out", help="folder for the notebook, HTML and record (default: out)"
+    )
+    run.add_argument("--no-html", action="store_true", help="skip the HTML rendering")
+    run.set_defaults(func=cmd_run)
+    golden = sub.add_parser(
+        "golden", help="regenerate the committed notebook's outputs against a fresh lab"
+    )
+    golden.set_defaults(func=cmd_golden)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Display: the task state table (styled in JupyterLab, plain text in a headless log) and the
+live task view. Only this module knows about ipywidgets."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+STATUS_COLOURS = {
+    "RUNNING": "#d7f5df",
+    "STOPPED": "#fbdada",
+    "PROVISIONING": "#fff3cd",
+    "PENDING": "#fff3cd",
+    "ACTIVATING": "#fff3cd",
+    "DEACTIVATING": "#fde2c8",
+    "STOPPING": "#fde2c8",
+    "DEPROVISIONING": "#fde2c8",
+}
+HEALTH_COLOURS = {"HEALTHY": "#1b7f3b", "UNHEALTHY": "#b00020", "UNKNOWN": "#777"}
+#: Prefix of the headless watch log lines (they vary with timing; see tests/nbval-sanitize.cfg).
+WATCH_PREFIX = "[watch]"
+
+
+def live_frontend() -> bool:
+    """True inside a kernel that a Jupyter server started (a person is looking), unless
+    ``RUNBOOK_HEADLESS=1``. papermill and nbval start kernels without a server: headless."""
+    if os.environ.get("RUNBOOK_HEADLESS") == "1":
+        return False
+    if "ipykernel" not in sys.modules:
+        return False
+    return "JPY_SESSION_NAME" in os.environ or os.environ.get("RUNBOOK_LIVE") == "1"
+
+
+def _fmt_time(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.strftime("%H:%M:%S")
+    return ""
+
+
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The task frame with times as HH:MM:SS and ids shortened, for people."""
+    out = frame.copy()
+    for col in ("createdAt", "startedAt", "stoppedAt"):
+        if col in out:
+            out[col] = out[col].map(_fmt_time)
+    if "task" in out:
+        out["task"] = out["task"].map(lambda t: str(t)[:12])
+    return out.astype(object).where(out.notna(), "")
+
+
+def task_table_text(frame: pd.DataFrame) -> str:
+    """A plain, aligned table for logs."""
+    if frame.empty:
+        return "(no tasks)"
+    text: str = display_frame(frame).to_string(index=False)
+    return text
+
+
+def task_table_html(frame: pd.DataFrame) -> str:
+    """The styled table: status colours, health colours, newest first (as given)."""
+    shown = display_frame(frame)
+    if shown.empty:
+        return "<p>(no tasks)</p>"
+
+    def status_style(v: Any) -> str:
+        colour = STATUS_COLOURS.get(str(v))
+        return f"background-color: {colour}" if colour else ""
+
+    def health_style(v: Any) -> str:
+        colour = HEALTH_COLOURS.get(str(v))
+        return f"color: {colour}; font-weight: bold" if colour else ""
+
+    styler = (
+        shown.style.hide(axis="index")
+        .map(status_style, subset=["lastStatus", "desiredStatus"])
+        .map(health_style, subset=["health"])
+        .set_table_attributes('class="carts-tasks"')
+        .set_uuid("carts")  # a fixed id keeps the HTML the same from run to run
+    )
+    html: str = styler.to_html()
+    return html
+
+
+class TaskTable:
+    """A task frame that shows itself: styled HTML in JupyterLab, plain text in a log."""
+
+    def __init__(self, frame: pd.DataFrame, title: str = "") -> None:
+        self.frame = frame
+        self.title = title
+
+    def __str__(self) -> str:
+        head = f"{self.title}\n" if self.title else ""
+        return head + task_table_text(self.frame)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        head = f"<p>{escape(self.title)}</p>" if self.title else ""
+        return head + task_table_html(self.frame)
+
+
+class LiveView:
+    """Where the watch step reports each change.
+
+    In JupyterLab: an ipywidgets view (status line, progress bar, styled table) updated in place
+    while the cell runs. Headless: one prefixed log line per change and the table, as text.
+    """
+
+    def __init__(self, title: str, timeout_s: float, live: bool | None = None) -> None:
+        self.live = live_frontend() if live is None else live
+        self.timeout_s = timeout_s
+        self._box: Any = None
+        if self.live:
+            import ipywidgets as w
+            from IPython.display import display
+
+            self._status = w.HTML(value=f"<b>{title}</b>: starting")
+            self._progress = w.FloatProgress(
+                value=0.0, min=0.0, max=timeout_s, description="waited"
+            )
+            self._table = w.HTML(value="")
+            self._box = w.VBox([self._status, self._progress, self._table])
+            self._box.add_class("carts-live-view")
+            display(self._box)
+        else:
+            print(f"{WATCH_PREFIX} {title}", flush=True)
+
+    def update(
+        self, elapsed_s: float, status: str, frame: pd.DataFrame | None, changed: bool
+    ) -> None:
+        if self.live:
+            self._status.value = f"<b>{status}</b>"
+            self._progress.value = min(elapsed_s, self.timeout_s)
+            if frame is not None and changed:
+                self._table.value = task_table_html(frame)
+            return
+        if not changed:
+            return
+        print(f"{WATCH_PREFIX} +{elapsed_s:5.1f}s {status}", flush=True)
+        if frame is not None:
+            for line in task_table_text(frame).splitlines():
+                print(f"{WATCH_PREFIX}   {line}", flush=True)
+
+    def close(self, status: str) -> None:
+        if self.live:
+            self._status.value = f"<b>{status}</b>"
+            self._progress.bar_style = "success" if "RUNNING" in status else "warning"
+        else:
+            print(f"{WATCH_PREFIX} {status}", flush=True)

@@ -1,0 +1,29 @@
+"""Errors a person can act on. Each message is one or two sentences, never a traceback wall."""
+
+from __future__ import annotations
+
+
+class RunbookError(Exception):
+    """A step could not do its work; the message says what and what to do."""
+
+    step = "runbook"
+
+
+class NotFound(RunbookError):
+    """A named resource (role, cluster, service, table) does not exist."""
+
+
+class EndpointUnreachable(RunbookError):
+    """The AWS endpoint (or the lab) did not answer."""
+
+
+class WrongAccount(RunbookError):
+    """The caller's account is not the one the parameters name."""
+
+
+class WrongCause(RunbookError):
+    """The diagnosis found a cause that the task-role policy cannot fix."""
+
+
+class WatchTimeout(RunbookError):
+    """No carts task reached a settled RUNNING state in time."""

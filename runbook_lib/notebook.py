@@ -1,0 +1,63 @@
+"""Notebook set-up: errors a person can act on show as one line, not a traceback wall.
+
+papermill still sees an error output and stops the run there; only the rendering is shorter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runbook_lib.errors import RunbookError
+from runbook_lib.params import ParameterError
+from runbook_lib.record import SecretInOutput
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        ProfileNotFound,
+    )
+
+    return (
+        RunbookError,
+        ParameterError,
+        SecretInOutput,
+        ConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        ProfileNotFound,
+        ClientError,
+    )
+
+
+def short_message(exc: BaseException) -> str:
+    """One line for a known error: its class name and its own sentence."""
+    from botocore.exceptions import ConnectionError
+
+    text = str(exc)
+    if isinstance(exc, ConnectionError):
+        text += " (is the endpoint up? a lab started elsewhere may have stopped)"
+    return f"{type(exc).__name__}: {text}"
+
+
+def setup() -> None:
+    """Install the short error display in the running IPython kernel (no-op elsewhere)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    def handler(
+        self: Any, etype: type[BaseException], value: BaseException, tb: Any, tb_offset: Any = None
+    ) -> list[str]:
+        stb = [f"\x1b[1;31m{short_message(value)}\x1b[0m"]
+        self._showtraceback(etype, value, stb)
+        return stb
+
+    shell.set_custom_exc(_known_errors(), handler)

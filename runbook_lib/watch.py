@@ -1,0 +1,261 @@
+"""Watch the next carts task: from the policy change to a settled RUNNING task.
+
+Done when a task whose app started after the change is RUNNING and HEALTHY (its health check
+passed: the app got past its start-up Query), the service runs as many tasks as it wants, and no
+AccessDenied appeared in the logs since the change. Polling starts quick and backs off while
+nothing changes, never beyond :data:`MAX_INTERVAL_S`, and each poll makes one call in the common
+case (``describe_tasks`` of the task being watched).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from html import escape
+from typing import Any
+
+from runbook_lib.access_denied import parse_access_denied
+from runbook_lib.diagnose import read_log_lines
+from runbook_lib.display import LiveView, TaskTable
+from runbook_lib.ecs import (
+    TaskDefinition,
+    describe_service,
+    describe_tasks,
+    list_service_tasks,
+    task_id,
+    tasks_frame,
+)
+from runbook_lib.errors import WatchTimeout
+
+MIN_INTERVAL_S = 0.5
+MAX_INTERVAL_S = 2.0
+#: Without a container health check, how long RUNNING must last to count as settled.
+SETTLE_WITHOUT_HEALTHCHECK_S = 30.0
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The service's tasks at the moment of the change: which apps had already started."""
+
+    started: frozenset[str]  # task ARNs whose app was running before the change
+    at: float  # epoch seconds of the change
+
+    @classmethod
+    def take(cls, ecs: Any, cluster: str, service: str) -> Baseline:
+        arns = list_service_tasks(ecs, cluster, service, "RUNNING")
+        tasks = describe_tasks(ecs, cluster, arns) if arns else []
+        started = frozenset(t["taskArn"] for t in tasks if t.get("lastStatus") == "RUNNING")
+        return cls(started=started, at=time.time())
+
+
+@dataclass
+class WatchResult:
+    outcome: str  # "running" | "timeout" | "skipped"
+    message: str
+    task: dict[str, Any] | None = None
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    failed_after_change: list[dict[str, Any]] = field(default_factory=list)
+    last_stop_reason: str = ""
+    last_log_line: str = ""
+    elapsed_s: float = 0.0
+    polls: int = 0
+    reported_after_running_s: float | None = None
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("running", "skipped")
+
+    def table(self) -> TaskTable:
+        return TaskTable(tasks_frame(self.tasks, limit=4), "Carts tasks (newest first):")
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "message": self.message,
+            "task": task_id(self.task["taskArn"]) if self.task else None,
+            "tasks_denied_after_change": len(self.failed_after_change),
+            "propagation_delay_seen": bool(self.failed_after_change) and self.outcome == "running",
+            "last_stop_reason": self.last_stop_reason,
+            "last_log_line": self.last_log_line,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "polls": self.polls,
+            "timeline": [{"t": round(t, 3), "event": e} for t, e in self.timeline],
+        }
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.failed_after_change and self.outcome == "running":
+            parts.append(_propagation_note(len(self.failed_after_change)))
+        if self.tasks:
+            parts.append(str(self.table()))
+        return "\n".join(parts)
+
+    def _repr_html_(self) -> str:
+        colour = {"running": "#1b7f3b", "skipped": "#555"}.get(self.outcome, "#b00020")
+        html = f'<p style="color:{colour}"><b>{escape(self.message)}</b></p>'
+        if self.failed_after_change and self.outcome == "running":
+            html += f"<p>{escape(_propagation_note(len(self.failed_after_change)))}</p>"
+        if self.tasks:
+            html += self.table()._repr_html_()
+        return html
+
+
+def _propagation_note(n: int) -> str:
+    return (
+        f"{n} task(s) started after the change were still denied: IAM changes take a moment to "
+        "reach every endpoint, and ECS kept starting replacements until one got the permission."
+    )
+
+
+def _settled(task: dict[str, Any], has_health_check: bool, now: float) -> bool:
+    if task.get("lastStatus") != "RUNNING" or task.get("desiredStatus") != "RUNNING":
+        return False
+    if has_health_check:
+        return task.get("healthStatus") == "HEALTHY"
+    started = task.get("startedAt")
+    return started is not None and now - started.timestamp() >= SETTLE_WITHOUT_HEALTHCHECK_S
+
+
+def watch(
+    ecs: Any,
+    logs: Any,
+    td: TaskDefinition,
+    cluster: str,
+    service: str,
+    baseline: Baseline | None,
+    timeout_s: float,
+    *,
+    has_health_check: bool = True,
+    view: LiveView | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> WatchResult:
+    """Poll until a carts task settles in RUNNING or ``timeout_s`` passes.
+
+    ``baseline`` is None when nothing was written: then the task already running counts.
+    Raises :class:`WatchTimeout` with the last stop reason and log line on timeout.
+    """
+    t0 = clock()
+    result = WatchResult("timeout", "")
+    seen: dict[str, dict[str, Any]] = {}
+    watching: list[str] = []
+    done_with: set[str] = set()
+    interval = MIN_INTERVAL_S
+    running_seen_at: float | None = None
+
+    def eligible(arn: str) -> bool:
+        return arn not in done_with and (baseline is None or arn not in baseline.started)
+
+    while True:
+        elapsed = clock() - t0
+        changed = False
+        result.polls += 1
+        if not watching:
+            arns = list_service_tasks(ecs, cluster, service, "RUNNING")
+            watching = [a for a in arns if eligible(a)]
+        if watching:
+            for t in describe_tasks(ecs, cluster, watching):
+                arn = t["taskArn"]
+                before = seen.get(arn)
+                seen[arn] = t
+                state = f"{t.get('lastStatus')}/{t.get('healthStatus', 'UNKNOWN')}"
+                if (
+                    before is None
+                    or state
+                    != f"{before.get('lastStatus')}/{before.get('healthStatus', 'UNKNOWN')}"
+                ):
+                    changed = True
+                    result.timeline.append((elapsed, f"task {task_id(arn)} {state}"))
+                if t.get("lastStatus") == "STOPPED":
+                    done_with.add(arn)
+                    result.failed_after_change.append(t)
+                    result.last_stop_reason = (
+                        f"{t.get('stopCode', '')}: {t.get('stoppedReason', '')}"
+                    )
+                    result.last_log_line = (
+                        _last_denial(logs, td, task_id(arn)) or result.last_log_line
+                    )
+                elif _settled(t, has_health_check, time.time()):
+                    if running_seen_at is None:
+                        running_seen_at = clock()
+                    svc = describe_service(ecs, cluster, service)
+                    if svc.running >= svc.desired:
+                        denial = _denials_since(logs, td, baseline, done_with)
+                        if denial is None:
+                            result.outcome = "running"
+                            result.task = t
+                            result.message = (
+                                f"carts task {task_id(arn)} is RUNNING and HEALTHY; the service runs "
+                                f"{svc.running} of {svc.desired}."
+                            )
+                            result.reported_after_running_s = clock() - running_seen_at
+                            break
+                        result.last_log_line = denial
+            watching = [a for a in watching if a not in done_with]
+            if result.outcome == "running":
+                break
+        frame = tasks_frame(list(seen.values()), limit=6) if seen else None
+        if view is not None:
+            view.update(elapsed, _status_line(seen, result, elapsed), frame, changed)
+        if elapsed >= timeout_s:
+            break
+        interval = MIN_INTERVAL_S if changed else min(interval * 2, MAX_INTERVAL_S)
+        sleep(min(interval, max(0.0, timeout_s - elapsed)))
+
+    result.elapsed_s = clock() - t0
+    result.tasks = sorted(seen.values(), key=lambda t: t["createdAt"].timestamp(), reverse=True)
+    if view is not None:
+        frame = tasks_frame(result.tasks, limit=6) if result.tasks else None
+        view.update(result.elapsed_s, _status_line(seen, result, result.elapsed_s), frame, True)
+        view.close(result.message or "timed out")
+    if result.outcome != "running":
+        result.message = (
+            f"no carts task settled in RUNNING within {timeout_s:g} s. "
+            f"Last stop: {result.last_stop_reason or 'none seen'}. "
+            f"Last log line: {result.last_log_line or 'none'}"
+        )
+        raise WatchTimeout(result.message)
+    return result
+
+
+def _status_line(seen: dict[str, dict[str, Any]], result: WatchResult, elapsed: float) -> str:
+    if result.outcome == "running":
+        return result.message
+    n_failed = len(result.failed_after_change)
+    newest = max(seen.values(), key=lambda t: t["createdAt"].timestamp()) if seen else None
+    now = f"newest task {newest.get('lastStatus')}" if newest else "waiting for a new task"
+    return f"{elapsed:.1f} s: {now}; {n_failed} stopped since the change"
+
+
+def _last_denial(logs: Any, td: TaskDefinition, tid: str) -> str | None:
+    if td.log_group is None:
+        return None
+    stream = td.log_stream(tid)
+    if stream is None:
+        return None
+    for line in reversed(read_log_lines(logs, td.log_group, stream, limit=40)):
+        if parse_access_denied(line) is not None:
+            return line.strip()
+    return None
+
+
+def _denials_since(
+    logs: Any, td: TaskDefinition, baseline: Baseline | None, counted: set[str]
+) -> str | None:
+    """A new AccessDenied line in the service's logs since the change, not already counted."""
+    if td.log_group is None or baseline is None:
+        return None
+    got = logs.filter_log_events(
+        logGroupName=td.log_group,
+        logStreamNamePrefix=td.log_stream_prefix or "",
+        startTime=int(baseline.at * 1000),
+        filterPattern='"is not authorized to perform"',
+    )
+    skip = {task_id(a) for a in counted | set(baseline.started)}
+    for e in got.get("events", []):
+        stream_task = e.get("logStreamName", "").rsplit("/", 1)[-1]
+        if stream_task not in skip and parse_access_denied(e["message"]) is not None:
+            return str(e["message"]).strip()
+    return None
