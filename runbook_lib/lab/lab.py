@@ -1,0 +1,286 @@
+"""The embedded workshop lab: start, reset, fault knobs, stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from types import TracebackType
+from typing import Any
+
+from runbook_lib.lab.app import make_catalog, make_customers
+from runbook_lib.lab.backends import MOTO_LOCK, Backends
+from runbook_lib.lab.clock import Clock
+from runbook_lib.lab.config import HISTORY_TIME_SCALE, LabConfig
+from runbook_lib.lab.errors import LabConfigError, LabError
+from runbook_lib.lab.faults import Faults
+from runbook_lib.lab.logstream import LogWriter
+from runbook_lib.lab.runtime import Runtime
+from runbook_lib.lab.scheduler import ServiceScheduler
+from runbook_lib.lab.seed import LOG_GROUP, Seeded, seed_workshop
+from runbook_lib.lab.server import LabApp, LabServer
+from runbook_lib.lab.world import Seeds, World
+from runbook_lib.params import Params
+from runbook_lib.session import LAB_ACCESS_KEY, LAB_SECRET_KEY
+
+# moto keeps one state per process: two labs may share a process only with different accounts.
+_accounts_lock = threading.Lock()
+_accounts_in_use: set[str] = set()
+
+#: A bound on playing the history (a lab whose tasks cannot fail would otherwise wait forever).
+HISTORY_TIMEOUT_S = 10.0
+
+
+class Lab:
+    """A local AWS on loopback holding the broken workshop account of step 3.2.
+
+    >>> with Lab.start() as lab:                              # doctest: +SKIP
+    ...     boto3.client("ecs", endpoint_url=lab.endpoint_url).list_tasks(...)
+    """
+
+    def __init__(self, params: Params, config: LabConfig, port: int) -> None:
+        # Use Lab.start(): the constructor leaves the lab unseeded and not serving.
+        self.params = params
+        self.config = config
+        self.account_id = params.lab_account_id
+        self.region = params.region
+        clock = Clock(config.time_scale)
+        self.world = World(
+            params=params,
+            config=config,
+            backends=Backends(self.account_id, self.region),
+            clock=clock,
+            runtime=Runtime(clock),
+            logs=LogWriter(Backends(self.account_id, self.region), LOG_GROUP),
+            faults=config.faults,
+            seeds=Seeds.from_seed(config.seed),
+        )
+        self.scheduler: ServiceScheduler | None = None
+        self.seeded: Seeded | None = None
+        self._server = LabServer(lambda: LabApp(self), port)
+        self._stopped = False
+
+    # --- life -------------------------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls, params: Params | None = None, config: LabConfig | None = None, port: int = 0
+    ) -> Lab:
+        """Seed the workshop account, start the scheduler and serve on 127.0.0.1:``port``.
+
+        ``port`` 0 picks a free port. Raises :class:`~runbook_lib.lab.errors.PortInUse` for a
+        busy port and :class:`LabError` when a lab of the same account already runs here.
+        """
+        from runbook_lib.lab.moto_patches import pin_task_lifecycle
+
+        params = params or Params()
+        config = config or LabConfig()
+        account = params.lab_account_id
+        with _accounts_lock:
+            if account in _accounts_in_use:
+                raise LabError(
+                    f"a lab for account {account} already runs in this process; stop it first "
+                    "or give this one another account_id"
+                )
+            _accounts_in_use.add(account)
+        try:
+            lab = cls(params, config, port)
+        except BaseException:
+            with _accounts_lock:
+                _accounts_in_use.discard(account)
+            raise
+        pin_task_lifecycle()
+        try:
+            with MOTO_LOCK:
+                lab._build()
+            lab.world.runtime.start()
+            lab._server.start()
+            lab._play_history()
+        except BaseException:
+            lab.stop()
+            raise
+        return lab
+
+    def _play_history(self) -> None:
+        """Let carts fail ``config.history`` times, quickly, before the lab answers ready."""
+        want = self.config.history
+        if want <= 0:
+            return
+        clock = self.world.clock
+        saved = clock.time_scale
+        clock.time_scale = min(saved, HISTORY_TIME_SCALE)
+        deadline = time.monotonic() + HISTORY_TIMEOUT_S
+        try:
+            while time.monotonic() < deadline:
+                with MOTO_LOCK:
+                    tasks = list(self.scheduler.tasks.values()) if self.scheduler else []
+                    stopped = sum(1 for t in tasks if t.last_status == "STOPPED")
+                if stopped >= want:
+                    return
+                time.sleep(0.005)
+        finally:
+            clock.time_scale = saved
+
+    def _build(self) -> None:
+        """Wipe the account and seed the broken workshop state (caller holds MOTO_LOCK)."""
+        from moto.moto_api._internal import mock_random
+
+        from runbook_lib.lab.moto_patches import install_caller_identity, install_ecs_overrides
+
+        world = self.world
+        world.runtime.clear()
+        world.backends.reset()
+        world.logs.forget()
+        world.histories.clear()
+        world.seeds = Seeds.from_seed(self.config.seed)
+        world.catalog = make_catalog(world.seeds.catalog)
+        world.customers = make_customers(world.seeds.catalog)
+        # moto makes its ids (vpc-, subnet-, role ids) with its own generator: seed it too.
+        mock_random.seed(self.config.seed)
+        self.seeded = seed_workshop(world.backends, self.params)
+        install_caller_identity(
+            world.backends.sts, self.seeded.participant_arn, self.seeded.participant_user_id
+        )
+        self.scheduler = ServiceScheduler(world)
+        install_ecs_overrides(world.backends.ecs, self.scheduler)
+        world.history(self.params.task_role)
+        world.history(self.params.execution_role)
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        """Stop serving and scheduling; no thread or port is left behind. Idempotent."""
+        from runbook_lib.lab.moto_patches import unpin_task_lifecycle
+
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            self._server.stop()
+            self.world.runtime.stop()
+        finally:
+            unpin_task_lifecycle()
+            with _accounts_lock:
+                _accounts_in_use.discard(self.account_id)
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- what callers use -------------------------------------------------------------------
+
+    @property
+    def endpoint_url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return self._server.url
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point boto3 and the ``aws`` CLI at this lab."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": LAB_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": LAB_SECRET_KEY,
+            "AWS_DEFAULT_REGION": self.region,
+        }
+
+    def reset(self) -> None:
+        """Back to the broken state without a restart: every change since is gone (policies,
+        tasks, items, logs), the service starts afresh and the fault knobs return to the
+        lab's configuration."""
+        self._check_running()
+        with MOTO_LOCK:
+            self.world.faults = self.config.faults
+            self._build()
+        self._play_history()
+
+    @property
+    def faults(self) -> Faults:
+        """The fault knobs in force."""
+        return self.world.faults
+
+    def set_faults(self, **knobs: Any) -> Faults:
+        """Change fault knobs at runtime, e.g. ``lab.set_faults(throttle_rate=0.3)``."""
+        self._check_running()
+        unknown = sorted(set(knobs) - set(Faults.knob_names()))
+        if unknown:
+            raise LabConfigError(
+                f"unknown fault knob {unknown[0]!r}; knobs: {', '.join(Faults.knob_names())}."
+            )
+        with MOTO_LOCK:
+            self.world.faults = replace(self.world.faults, **knobs)
+            self.world.runtime.wake()
+            return self.world.faults
+
+    def state(self) -> dict[str, Any]:
+        """A summary for people and tests: knobs, the service, the latest tasks, the policies."""
+        with MOTO_LOCK:
+            ecs = self.world.backends.ecs
+            service = ecs.services.get(f"{self.params.cluster}:{self.params.service}")
+            tasks = list(self.scheduler.tasks.values()) if self.scheduler else []
+            role = self.world.history(self.params.task_role).read()
+            summary: dict[str, Any] = {
+                "endpoint_url": self.endpoint_url,
+                "account_id": self.account_id,
+                "region": self.region,
+                "time_scale": self.config.time_scale,
+                "seed": self.config.seed,
+                "faults": self.world.faults.as_dict(),
+                "task_role_policies": sorted(role),
+                "process_errors": list(self.world.runtime.failures[-10:]),
+                "tasks": [
+                    {
+                        "id": t.id,
+                        "lastStatus": t.last_status,
+                        "desiredStatus": t.moto.desired_status,
+                        "stopCode": getattr(t.moto, "stop_code", None),
+                    }
+                    for t in tasks[-10:]
+                ],
+            }
+            if service is not None:
+                primary = service.deployments[0] if service.deployments else {}
+                summary["service"] = {
+                    "name": service.name,
+                    "status": service.status,
+                    "desiredCount": service.desired_count,
+                    "runningCount": service.running_count,
+                    "pendingCount": service.pending_count,
+                    "rolloutState": primary.get("rolloutState"),
+                }
+            return summary
+
+    def _check_running(self) -> None:
+        if self._stopped:
+            raise LabError("this lab has stopped; start a new one with Lab.start()")
+
+    # --- what the HTTP wrapper asks ---------------------------------------------------------
+
+    def after_request(self, service: str, operation: str) -> None:
+        """Called with MOTO_LOCK held after moto answered a request."""
+        if service == "iam":
+            self.world.observe_policies()
+
+    def throttle_now(self) -> bool:
+        """Whether to throttle the request at hand (seeded draw)."""
+        with MOTO_LOCK:
+            rate = self.world.faults.throttle_rate
+            return rate > 0 and self.world.seeds.throttle.random() < rate
+
+    def request_id(self) -> str:
+        with MOTO_LOCK:
+            h = f"{self.world.seeds.throttle.getrandbits(128):032x}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else "serving"
+        return f"<Lab {state} at {self.endpoint_url} account {self.account_id} {self.region}>"

@@ -1,0 +1,55 @@
+"""Container output into CloudWatch Logs, the way the awslogs driver ships it.
+
+One log event per line; empty lines are dropped (CloudWatch Logs rejects empty messages).
+Timestamps come from the wall clock and never decrease within a stream, because CloudWatch Logs
+rejects events out of order.
+"""
+
+from __future__ import annotations
+
+from runbook_lib.lab.backends import Backends
+from runbook_lib.lab.clock import Clock
+
+#: Streams the lab keeps per group. CloudWatch keeps every stream, but a lab that fails a task
+#: every fraction of a second would otherwise grow without end; tasks older than the newest
+#: hundred are no longer listed by ECS either.
+KEEP_STREAMS = 300
+
+
+class LogWriter:
+    """Writes lines to streams of one log group, in moto's Logs backend (caller holds the lock)."""
+
+    def __init__(self, backends: Backends, group: str, keep: int = KEEP_STREAMS) -> None:
+        self.backends = backends
+        self.group = group
+        self.keep = keep
+        self._last_ms: dict[str, int] = {}
+
+    def open(self, stream: str) -> None:
+        """Create ``stream`` in the group (the awslogs driver does, as the container starts)."""
+        self.backends.logs.create_log_stream(self.group, stream)
+        self._last_ms[stream] = 0
+        while len(self._last_ms) > self.keep:
+            oldest = next(iter(self._last_ms))
+            del self._last_ms[oldest]
+            group = self.backends.logs.groups.get(self.group)
+            if group is not None and oldest in group.streams:
+                group.delete_log_stream(oldest)
+
+    def write(self, stream: str, *lines: str) -> None:
+        """Append ``lines`` (each may hold several lines of text) as log events, stamped now."""
+        events = [line for text in lines for line in text.splitlines() if line.strip()]
+        if not events:
+            return
+        stamp = max(Clock.epoch_ms(), self._last_ms.get(stream, 0))
+        self._last_ms[stream] = stamp
+        group = self.backends.logs.groups.get(self.group)
+        if group is None or stream not in group.streams:
+            return  # somebody deleted the group or stream: the driver's lines go nowhere
+        self.backends.logs.put_log_events(
+            self.group, stream, [{"timestamp": stamp, "message": m} for m in events]
+        )
+
+    def forget(self) -> None:
+        """Drop what the writer remembers of streams (after the log group was recreated)."""
+        self._last_ms.clear()

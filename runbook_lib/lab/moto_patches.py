@@ -1,0 +1,207 @@
+"""Where pinned moto (5.2.5) differs from AWS in ways a learner would see, and the lab's fixes.
+
+Every fix is applied to the lab account's backend *objects* (instance attributes), never to
+moto's classes, so other users of moto in the same process are not affected. A reset of a
+backend drops them (moto's ``BaseBackend.reset`` re-runs ``__init__``): install them again.
+``tests/test_lab_moto.py`` fails when one of the behaviours worked around here changes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+#: moto's state-manager name for ECS tasks.
+ECS_TASK_MODEL = "ecs::task"
+
+_pin_lock = threading.Lock()
+_pin_count = 0
+_pin_previous: dict[str, Any] | None = None
+
+
+def pin_task_lifecycle() -> None:
+    """Stop moto from moving ECS tasks towards STOPPED on its own.
+
+    moto behaviour: by default moto's state manager advances an ``ecs::task`` one step towards
+    STOPPED at every ``describe_tasks``. The lab's scheduler owns the lifecycle, so the model is
+    pinned to manual progression for as long as a lab runs in this process (counted, and
+    restored when the last lab stops). Tasks the lab starts are also frozen one by one
+    (:func:`freeze_task`), which would suffice alone, but a task somebody starts with
+    ``run_task`` would still be advanced without the pin.
+    """
+    from moto.moto_api import state_manager
+
+    global _pin_count, _pin_previous
+    with _pin_lock:
+        if _pin_count == 0:
+            custom = state_manager._transitions.get(ECS_TASK_MODEL)
+            _pin_previous = dict(custom) if custom is not None else None
+            state_manager.set_transition(
+                ECS_TASK_MODEL, {"progression": "manual", "times": 1_000_000_000}
+            )
+        _pin_count += 1
+
+
+def unpin_task_lifecycle() -> None:
+    """Undo one :func:`pin_task_lifecycle`; the last one restores moto's previous setting."""
+    from moto.moto_api import state_manager
+
+    global _pin_count, _pin_previous
+    with _pin_lock:
+        if _pin_count == 0:
+            return
+        _pin_count -= 1
+        if _pin_count == 0:
+            if _pin_previous is None:
+                state_manager.unset_transition(ECS_TASK_MODEL)
+            else:
+                state_manager.set_transition(ECS_TASK_MODEL, _pin_previous)
+            _pin_previous = None
+
+
+def freeze_task(task: Any) -> None:
+    """Give one moto task no transitions, so its status changes only when the lab sets it.
+
+    moto behaviour: ``ManagedState.status`` follows the task's own transition list; an empty
+    list leaves the status where the lab put it.
+    """
+    task._transitions = []
+
+
+def register_aws_managed_policy(iam: Any, name: str) -> str:
+    """Make one AWS managed policy attachable in the lab account; returns its ARN.
+
+    moto behaviour: AWS managed policies exist only when ``MOTO_IAM_LOAD_MANAGED_POLICIES`` is
+    set, and then all of them (over a thousand, slow). moto ships their documents, so the lab
+    registers just the one it attaches, from moto's own data.
+    """
+    from moto.iam.aws_managed_policies import aws_managed_policies_data
+    from moto.iam.models import AWSManagedPolicy
+
+    data = json.loads(aws_managed_policies_data)[name]
+    policy = AWSManagedPolicy.from_data(name, iam.account_id, iam.region_name, data)
+    if policy.arn not in iam.managed_policies:
+        iam.managed_policies[policy.arn] = policy
+        iam.aws_managed_policies.append(policy)
+    return str(policy.arn)
+
+
+def install_caller_identity(sts: Any, arn: str, user_id: str) -> None:
+    """Answer ``sts:GetCallerIdentity`` for the lab's keys as the workshop participant.
+
+    moto behaviour: a caller whose keys moto did not issue is ``arn:aws:sts::<account>:user/moto``
+    with user id ``AKIAIOSFODNN7EXAMPLE``. A workshop learner is an assumed role.
+    """
+    original = type(sts).get_caller_identity
+
+    def get_caller_identity(access_key_id: str, region: str) -> tuple[str, str, str]:
+        user, found_arn, account = original(sts, access_key_id, region)
+        if found_arn.endswith(":user/moto"):
+            return user_id, arn, str(sts.account_id)
+        return str(user), str(found_arn), str(account)
+
+    sts.get_caller_identity = get_caller_identity
+
+
+class EcsHooks(Protocol):
+    """What the ECS overrides tell the lab's scheduler."""
+
+    def user_stop(self, task: Any, reason: str | None) -> None: ...
+
+    def service_changed(self, service: Any, before: dict[str, Any]) -> None: ...
+
+
+def install_ecs_overrides(ecs: Any, hooks: EcsHooks) -> None:
+    """Replace the ECS backend methods whose answers differ from AWS's, on this backend only."""
+    from moto.ecs.exceptions import InvalidParameterException, ServiceNotFoundException
+
+    original_list_tasks = type(ecs).list_tasks
+    original_update_service = type(ecs).update_service
+    original_delete_service = type(ecs).delete_service
+
+    def list_tasks(
+        cluster_str: str | None = None,
+        container_instance: str | None = None,
+        family: str | None = None,
+        started_by: str | None = None,
+        service_name: str | None = None,
+        desiredStatus: str | None = None,
+    ) -> list[Any]:
+        # moto behaviour: list_tasks ignores serviceName (returns every task of the cluster)
+        # and, without desiredStatus, lists stopped tasks too. AWS filters by the service's
+        # task group and defaults desiredStatus to RUNNING.
+        tasks = original_list_tasks(
+            ecs,
+            cluster_str,
+            container_instance,
+            family,
+            started_by,
+            None,
+            desiredStatus or "RUNNING",
+        )
+        if service_name:
+            name = service_name.split("/")[-1]
+            cluster = ecs._get_cluster(cluster_str or "default")
+            if f"{cluster.name}:{name}" not in ecs.services:
+                raise ServiceNotFoundException()
+            tasks = [t for t in tasks if t.group == f"service:{name}"]
+        return list(tasks)
+
+    def describe_tasks(cluster_str: str, tasks: list[str]) -> list[Any]:
+        # moto behaviour: describe_tasks advances each task's managed state by one tick and
+        # matches ids as substrings. The lab's scheduler owns the lifecycle; match exactly.
+        ecs._get_cluster(cluster_str)
+        if not tasks:
+            raise InvalidParameterException("Tasks cannot be empty.")
+        wanted = {t.split("/")[-1] for t in tasks}
+        return [
+            task
+            for cluster_tasks in ecs.tasks.values()
+            for task in cluster_tasks.values()
+            if task.id in wanted
+        ]
+
+    def stop_task(cluster_str: str, task_str: str, reason: str | None) -> Any:
+        # moto behaviour: stop_task jumps the task to STOPPED at once and answers HTTP 500 for
+        # an unknown task. AWS sets desiredStatus STOPPED, stopCode UserInitiated and walks the
+        # task down through DEACTIVATING..STOPPED; the scheduler does the walk.
+        cluster = ecs._get_cluster(cluster_str or "default")
+        task_id = task_str.split("/")[-1]
+        for task in ecs.tasks.get(cluster.name, {}).values():
+            if task.id == task_id:
+                if task.desired_status != "STOPPED":
+                    hooks.user_stop(task, reason)
+                return task
+        raise InvalidParameterException("The referenced task was not found.")
+
+    def update_service(service_properties: dict[str, Any]) -> Any:
+        # moto behaviour: update_service fakes runningCount = desiredCount and renews only the
+        # deployment id on forceNewDeployment. The scheduler recounts and rolls out.
+        cluster = service_properties.get("cluster", "default")
+        name = str(service_properties.get("service", "")).split("/")[-1]
+        current = ecs._get_service(cluster, name)
+        before = {
+            "deployment_id": current.deployments[0]["id"] if current.deployments else None,
+            "task_definition": current.task_definition,
+            "desired_count": current.desired_count,
+        }
+        service = original_update_service(ecs, service_properties)
+        hooks.service_changed(service, before)
+        return service
+
+    def delete_service(cluster_name: str, service_name: str, force: bool) -> Any:
+        service = original_delete_service(ecs, cluster_name, service_name, force)
+        hooks.service_changed(service, {})
+        return service
+
+    overrides: dict[str, Callable[..., Any]] = {
+        "list_tasks": list_tasks,
+        "describe_tasks": describe_tasks,
+        "stop_task": stop_task,
+        "update_service": update_service,
+        "delete_service": delete_service,
+    }
+    for name, fn in overrides.items():
+        setattr(ecs, name, fn)

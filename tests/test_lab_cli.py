@@ -1,0 +1,241 @@
+"""``python -m runbook_lib.lab``: the standalone lab a learner or a shell script talks to."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from lab_fixtures import WORKSHOP_POLICY, Clients, wait_for
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    """The environment without any AWS setting of the machine (no profile, no real keys)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        HOME=str(tmp_path),
+        AWS_CONFIG_FILE=str(tmp_path / "no-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-credentials"),
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    )
+    return env
+
+
+def lab_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runbook_lib.lab", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    exports: list[str]
+
+    @property
+    def endpoint(self) -> str:
+        return self.exports[0].split("=", 1)[1]
+
+    @property
+    def port(self) -> int:
+        return int(self.endpoint.rsplit(":", 1)[1])
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runbook_lib.lab", "serve", "--time-scale", "0.005"],
+        cwd=ROOT,
+        env=clean_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    exports = [process.stdout.readline().rstrip("\n") for _ in range(4)]
+    try:
+        yield Served(process, exports)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=20)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_serve_prints_the_export_lines_first(served: Served) -> None:
+    """The lab: the first four lines are shell exports for the endpoint, dummy keys, region."""
+    names = [line.split("=", 1)[0] for line in served.exports]
+    assert names == [
+        "export AWS_ENDPOINT_URL",
+        "export AWS_ACCESS_KEY_ID",
+        "export AWS_SECRET_ACCESS_KEY",
+        "export AWS_DEFAULT_REGION",
+    ]
+    assert served.endpoint.startswith("http://127.0.0.1:")
+    assert served.exports[3] == "export AWS_DEFAULT_REGION=us-west-2"
+
+
+def test_serve_binds_loopback_only_and_sigint_frees_the_port(served: Served) -> None:
+    """The lab: it listens on 127.0.0.1 alone; SIGINT ends it with status 0 and frees the port."""
+    import psutil
+
+    listening = [
+        c.laddr
+        for c in psutil.Process(served.process.pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    ]
+    assert [(a.ip, a.port) for a in listening] == [("127.0.0.1", served.port)]
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.2", served.port), timeout=2):
+        pass
+    served.process.send_signal(signal.SIGINT)
+    assert served.process.wait(timeout=20) == 0
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", served.port))
+
+
+@pytest.mark.cli
+def test_the_workshop_commands_fix_carts(served: Served, tmp_path: Path) -> None:
+    """WORKSHOP.md 3.2, as typed: the account from STS, the heredoc policy with $AWS_REGION and
+    $ACCOUNT_ID, aws iam put-role-policy; then a carts task reaches RUNNING and stays."""
+    (tmp_path / "lab.env").write_text("\n".join(served.exports) + "\n")
+    script = textwrap.dedent(
+        """\
+        set -euo pipefail
+        eval "$(head -4 lab.env)"
+        export ACCOUNT_ID=$(aws sts get-caller-identity --query Account --output text)
+        export AWS_REGION=us-west-2
+        cat > carts-dynamodb-policy.json << EOF
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": "dynamodb:*",
+                    "Resource": "arn:aws:dynamodb:$AWS_REGION:$ACCOUNT_ID:table/*"
+                }
+            ]
+        }
+        EOF
+        aws iam put-role-policy --role-name retailStoreEcsTaskRole --policy-name CartsDynamoPolicy --policy-document file://carts-dynamodb-policy.json
+        aws iam get-role-policy --role-name retailStoreEcsTaskRole --policy-name CartsDynamoPolicy --query PolicyDocument.Statement[0].Resource --output text
+        """
+    )
+    fixed_at = time.time()
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "arn:aws:dynamodb:us-west-2:123456789012:table/*"
+    aws = Clients(served.endpoint)
+    task = wait_for("a healthy carts task", lambda: aws.healthy_task(fixed_at - 2), timeout=20)
+    listed = subprocess.run(
+        [
+            str(BIN / "aws"),
+            "ecs",
+            "list-tasks",
+            "--cluster",
+            "retail-store-ecs-cluster",
+            "--service-name",
+            "carts",
+            "--query",
+            "taskArns",
+            "--output",
+            "text",
+        ],
+        env={
+            **clean_env(tmp_path),
+            **dict(line.split(" ", 1)[1].split("=", 1) for line in served.exports),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == [task["taskArn"]]
+
+
+def test_serve_refuses_a_port_in_use(tmp_path: Path) -> None:
+    """The lab: a busy port is one line on stderr and status 2."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = lab_cli("serve", "--port", str(port), env=clean_env(tmp_path))
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"lab: port {port} on 127.0.0.1 is in use; pick another with --port, or 0 for a free one"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "content", "message"),
+    [
+        (["--params", "missing.yaml"], None, "lab: cannot read params file 'missing.yaml'"),
+        (["--params", "p.yaml"], "colour: red\n", "lab: unknown parameter 'colour' in p.yaml"),
+        (["--params", "p.yaml"], "region: mars\n", "lab: parameter 'region' must be"),
+        (["--time-scale", "-1"], None, "lab: time_scale must be"),
+        (["--port", "http"], None, "lab: argument --port: invalid int value"),
+    ],
+    ids=["unreadable-params", "unknown-key", "bad-region", "bad-time-scale", "bad-port"],
+)
+def test_serve_errors_are_one_line(
+    tmp_path: Path, args: list[str], content: str | None, message: str
+) -> None:
+    """The lab: a bad file, key or value is one clear line on stderr, status 2, no traceback."""
+    if content is not None:
+        (tmp_path / "p.yaml").write_text(content)
+    env = clean_env(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "runbook_lib.lab", "serve", *args],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), done.stderr
+
+
+def test_reset_command_resets_a_served_lab(served: Served, tmp_path: Path) -> None:
+    """The lab: 'reset' posts /_lab/reset to $AWS_ENDPOINT_URL."""
+    aws = Clients(served.endpoint)
+    aws.iam.put_role_policy(
+        RoleName="retailStoreEcsTaskRole",
+        PolicyName="CartsDynamoPolicy",
+        PolicyDocument=WORKSHOP_POLICY,
+    )
+    done = lab_cli("reset", env={**clean_env(tmp_path), "AWS_ENDPOINT_URL": served.endpoint})
+    assert done.returncode == 0, done.stderr
+    names = aws.iam.list_role_policies(RoleName="retailStoreEcsTaskRole")["PolicyNames"]
+    assert "CartsDynamoPolicy" not in names
+    nowhere = lab_cli("reset", env=clean_env(tmp_path))
+    assert nowhere.returncode == 2
+    assert nowhere.stderr.startswith("lab: no lab endpoint")

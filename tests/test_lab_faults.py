@@ -1,0 +1,232 @@
+"""The lab's fault knobs and ECS's other ways to stop a task, seen through boto3."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from lab_fixtures import (
+    CLUSTER,
+    ROLE,
+    SERVICE,
+    WORKSHOP_POLICY,
+    Clients,
+    task_id,
+    wait_for,
+)
+
+from runbook_lib.lab import Lab, LabConfig, LabConfigError
+
+pytestmark = pytest.mark.lab
+
+EXEC_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with Lab.start(config=LabConfig(time_scale=0.005, seed=3)) as running:
+        yield running
+        assert running.state()["process_errors"] == []
+
+
+@pytest.fixture(scope="module")
+def clients(lab: Lab) -> Clients:
+    return Clients(lab.endpoint_url)
+
+
+@pytest.fixture
+def aws(lab: Lab, clients: Clients) -> Clients:
+    lab.reset()
+    return clients
+
+
+def fix(aws: Clients) -> float:
+    aws.iam.put_role_policy(
+        RoleName=ROLE, PolicyName="CartsDynamoPolicy", PolicyDocument=WORKSHOP_POLICY
+    )
+    return time.time()
+
+
+def test_propagation_delay_fails_the_first_task_after_the_fix(lab: Lab, aws: Clients) -> None:
+    """IAM: a policy change may take a while to apply everywhere; a task launched seconds after
+    put-role-policy can still be denied, a later one succeeds."""
+    lab.set_faults(propagation_delay_s=60)
+    fixed_at = fix(aws)
+    failed = wait_for(
+        "a task created after the fix to fail",
+        lambda: aws.stopped_after(fixed_at, "EssentialContainerExited"),
+    )
+    assert failed
+    task = wait_for("a healthy task", lambda: aws.healthy_task(fixed_at), timeout=15)
+    assert task["createdAt"] > failed[0]["createdAt"]
+
+
+def test_throttled_calls_are_retried_by_botocore(
+    lab: Lab, aws: Clients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS: throttling answers (IAM/STS 'Throttling', ECS and Logs 'ThrottlingException',
+    DynamoDB 'ProvisionedThroughputExceededException', HTTP 400) are retried by botocore's
+    standard retry mode until the call succeeds."""
+    import boto3
+    import botocore.endpoint
+
+    # botocore sleeps between retries (up to seconds); the test checks the retrying, not the
+    # waiting.
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", lambda seconds: None)
+    lab.set_faults(throttle_rate=0.5)
+    session = boto3.Session(
+        aws_access_key_id="lab", aws_secret_access_key="lab", region_name="us-west-2"
+    )
+    calls = {
+        "iam": ("Throttling", lambda c: c.get_role(RoleName=ROLE)),
+        "sts": ("Throttling", lambda c: c.get_caller_identity()),
+        "ecs": ("ThrottlingException", lambda c: c.list_clusters()),
+        "logs": ("ThrottlingException", lambda c: c.describe_log_groups()),
+        "dynamodb": (
+            "ProvisionedThroughputExceededException",
+            lambda c: c.get_item(TableName="retail-store-ecs-carts", Key={"id": {"S": "x"}}),
+        ),
+    }
+    for service, (code, call) in calls.items():
+        retrying = session.client(
+            service,
+            endpoint_url=lab.endpoint_url,
+            config=Config(retries={"mode": "standard", "max_attempts": 12}),
+        )
+        attempts = [call(retrying)["ResponseMetadata"]["RetryAttempts"] for _ in range(6)]
+        assert sum(attempts) > 0, service
+        once = session.client(
+            service,
+            endpoint_url=lab.endpoint_url,
+            config=Config(retries={"mode": "standard", "max_attempts": 1}),
+        )
+        codes = set()
+        for _ in range(12):
+            try:
+                call(once)
+            except ClientError as exc:
+                codes.add(exc.response["Error"]["Code"])
+                assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert codes == {code}, service
+
+
+def test_pull_fault_fails_tasks_before_they_run(lab: Lab, aws: Clients) -> None:
+    """AWS: an image that cannot be pulled stops the task with stopCode TaskFailedToStart and
+    'CannotPullContainerError: ...'; the container never ran, so it wrote no log stream."""
+    lab.set_faults(execution_role_fault="pull")
+    since = time.time()
+    [task, *_] = wait_for(
+        "a task that failed to start", lambda: aws.stopped_after(since, "TaskFailedToStart")
+    )
+    assert task["stoppedReason"].startswith("CannotPullContainerError: ")
+    assert "startedAt" not in task and "pullStoppedAt" not in task
+    [container] = task["containers"]
+    assert "exitCode" not in container and container["lastStatus"] == "STOPPED"
+    assert container["reason"] == task["stoppedReason"]
+    assert aws.streams(task_id(task)) == []
+
+
+def test_logs_fault_fails_tasks_with_resource_initialization_error(lab: Lab, aws: Clients) -> None:
+    """AWS: an execution role that may not create the log stream stops the task with
+    TaskFailedToStart and 'ResourceInitializationError: failed to validate logger args: ...
+    AccessDeniedException ...'."""
+    lab.set_faults(execution_role_fault="logs")
+    since = time.time()
+    [task, *_] = wait_for(
+        "a task that failed to start", lambda: aws.stopped_after(since, "TaskFailedToStart")
+    )
+    reason = task["stoppedReason"]
+    assert reason.startswith("ResourceInitializationError: failed to validate logger args: ")
+    assert "AccessDeniedException" in reason and "logs:CreateLogStream" in reason
+    assert "assumed-role/retailStoreEcsTaskExecutionRole/" + task_id(task) in reason
+    assert aws.streams(task_id(task)) == []
+
+
+def test_execution_role_without_its_policy_fails_to_start(aws: Clients) -> None:
+    """AWS: detaching AmazonECSTaskExecutionRolePolicy takes logs:CreateLogStream from the
+    execution role: tasks fail to start (TaskFailedToStart), not with an application error."""
+    aws.iam.detach_role_policy(RoleName="retailStoreEcsTaskExecutionRole", PolicyArn=EXEC_POLICY)
+    since = time.time()
+    [task, *_] = wait_for(
+        "a task that failed to start", lambda: aws.stopped_after(since, "TaskFailedToStart")
+    )
+    assert "logs:CreateLogStream" in task["stoppedReason"]
+    assert "because no identity-based policy allows" in task["stoppedReason"]
+
+
+def test_repeated_start_failures_are_throttled(lab: Lab, aws: Clients) -> None:
+    """AWS: when tasks keep failing to start, ECS says the service 'is unable to consistently
+    start tasks successfully' and waits longer between launches."""
+    lab.set_faults(execution_role_fault="pull")
+    wait_for(
+        "the start-throttling event",
+        lambda: any("unable to consistently start tasks" in m for m in _messages(aws)),
+    )
+
+
+def test_force_new_deployment_replaces_the_running_task(aws: Clients) -> None:
+    """ECS: update-service --force-new-deployment starts a new PRIMARY deployment, starts its
+    task, stops the old one (ServiceSchedulerInitiated) once the new one is healthy."""
+    since = fix(aws)
+    old = wait_for("a healthy task", lambda: aws.healthy_task(since - 1))
+    first = aws.service()["deployments"][0]["id"]
+    service = aws.ecs.update_service(cluster=CLUSTER, service=SERVICE, forceNewDeployment=True)[
+        "service"
+    ]
+    ids = [d["id"] for d in service["deployments"]]
+    assert ids[1] == first and ids[0] != first
+    assert [d["status"] for d in service["deployments"]] == ["PRIMARY", "ACTIVE"]
+    new_id = ids[0]
+    stopped = wait_for(
+        "the old task to stop",
+        lambda: [t for t in aws.stopped() if t["taskArn"] == old["taskArn"]],
+    )[0]
+    assert stopped["stopCode"] == "ServiceSchedulerInitiated"
+    assert stopped["stoppedReason"] == f"Scaling activity initiated by (deployment {new_id})"
+    after = aws.service()
+    assert [d["id"] for d in after["deployments"]] == [new_id]
+    assert after["deployments"][0]["rolloutState"] == "COMPLETED"
+    [running] = aws.describe(aws.task_arns("RUNNING"))
+    assert running["startedBy"] == new_id
+
+
+def test_desired_count_is_kept(aws: Clients) -> None:
+    """ECS: the service scheduler keeps desiredCount tasks; runningCount counts them."""
+    since = fix(aws)
+    aws.ecs.update_service(cluster=CLUSTER, service=SERVICE, desiredCount=2)
+    assert aws.service()["runningCount"] <= 1  # moto would claim 2 at once
+    wait_for(
+        "two healthy tasks",
+        lambda: (
+            len(
+                [
+                    t
+                    for t in aws.describe(aws.task_arns())
+                    if t["healthStatus"] == "HEALTHY" and t["createdAt"].timestamp() >= since - 1
+                ]
+            )
+            == 2
+        ),
+    )
+    wait_for("runningCount 2", lambda: aws.service()["runningCount"] == 2)
+    aws.ecs.update_service(cluster=CLUSTER, service=SERVICE, desiredCount=1)
+    wait_for("one task left", lambda: len(aws.task_arns()) == 1)
+
+
+def test_unknown_or_bad_knobs_are_refused(lab: Lab) -> None:
+    """The lab: knobs are checked before they take effect."""
+    with pytest.raises(LabConfigError, match="unknown fault knob 'colour'"):
+        lab.set_faults(colour="red")
+    with pytest.raises(LabConfigError, match="execution_role_fault"):
+        lab.set_faults(execution_role_fault="disk")
+    with pytest.raises(LabConfigError, match="throttle_rate"):
+        lab.set_faults(throttle_rate=1.5)
+    with pytest.raises(LabConfigError, match="time_scale"):
+        LabConfig(time_scale=0)
+
+
+def _messages(aws: Clients) -> list[str]:
+    return [e["message"] for e in aws.service()["events"]]
