@@ -32,8 +32,9 @@ run: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/python -m runbook_lib.lab serve
 
+# jupyter_server refuses to run as root without --allow-root (containers, CI images).
 jupyter: $(STAMP)
-	$(BIN)/jupyter lab notebooks/fix-iam-permissions.ipynb
+	$(BIN)/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/fix-iam-permissions.ipynb
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

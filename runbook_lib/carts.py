@@ -67,8 +67,6 @@ def resource_for(call: CartsCall, region: str, account_id: str, table: str, inde
     return table_arn(region, account_id, table)
 
 
-def carts_requests(
-    region: str, account_id: str, table: str, index: str
-) -> list[tuple[str, str]]:
+def carts_requests(region: str, account_id: str, table: str, index: str) -> list[tuple[str, str]]:
     """Every (action, resource) pair the carts app needs, in declaration order."""
     return [(c.action, resource_for(c, region, account_id, table, index)) for c in CARTS_CALLS]

@@ -18,6 +18,7 @@ from runbook_lib.ecs import (
     task_id,
     tasks_frame,
 )
+from runbook_lib.shows import Shows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,7 +55,7 @@ def find_access_denied(lines: list[str]) -> tuple[AccessDenied | None, str | Non
 
 
 @dataclass
-class Diagnosis:
+class Diagnosis(Shows):
     """What is wrong with the service, in the learner's words and as data for the record."""
 
     service: ServiceState
@@ -124,7 +125,7 @@ class Diagnosis:
         }
 
     def __str__(self) -> str:
-        parts = [str(self.service), "", f"Newest stopped tasks (of {len(self.stopped)}):"]
+        parts = [str(self.service), "", "Newest stopped tasks:"]
         parts.append(self.frame.to_string(index=False) if self.stopped else "  none")
         if self.log_lines:
             parts += ["", "Log of the newest stopped task (last lines):"]
@@ -140,7 +141,7 @@ class Diagnosis:
             self.cause, "#a15c00"
         )
         html = self.service._repr_html_()
-        html += f"<p>Newest stopped tasks (of {len(self.stopped)}):</p>"
+        html += "<p>Newest stopped tasks:</p>"
         html += task_table_html(self.frame) if self.stopped else "<p>none</p>"
         if self.log_lines:
             html += "<p>Log of the newest stopped task (last lines):</p>"

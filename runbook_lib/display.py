@@ -8,6 +8,8 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from runbook_lib.shows import Shows
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -37,7 +39,8 @@ def live_frontend() -> bool:
 
 
 def _fmt_time(value: Any) -> str:
-    if isinstance(value, datetime):
+    # pandas turns missing times into NaT, which is a datetime that cannot strftime.
+    if isinstance(value, datetime) and value == value:
         return value.strftime("%H:%M:%S")
     return ""
 
@@ -86,7 +89,7 @@ def task_table_html(frame: pd.DataFrame) -> str:
     return html
 
 
-class TaskTable:
+class TaskTable(Shows):
     """A task frame that shows itself: styled HTML in JupyterLab, plain text in a log."""
 
     def __init__(self, frame: pd.DataFrame, title: str = "") -> None:
@@ -96,9 +99,6 @@ class TaskTable:
     def __str__(self) -> str:
         head = f"{self.title}\n" if self.title else ""
         return head + task_table_text(self.frame)
-
-    def __repr__(self) -> str:
-        return str(self)
 
     def _repr_html_(self) -> str:
         from html import escape

@@ -7,11 +7,15 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from runbook_lib.errors import NotFound
+from runbook_lib.shows import Shows
 
 if TYPE_CHECKING:
     import pandas as pd
 
 ITEM_COLUMNS = ["id", "customerId", "itemId", "quantity", "unitPrice"]
+SHOWN_ITEMS = 5
+#: How long to wait for a first item before saying the table is empty.
+FIRST_ITEM_WAIT_S = 5.0
 
 
 def _plain(attr: dict[str, Any]) -> Any:
@@ -22,7 +26,7 @@ def _plain(attr: dict[str, Any]) -> Any:
 
 
 @dataclass(frozen=True)
-class ScanResult:
+class ScanResult(Shows):
     table: str
     items: tuple[dict[str, Any], ...]
     scanned: int
@@ -35,19 +39,42 @@ class ScanResult:
         cols = ITEM_COLUMNS + sorted({k for i in rows for k in i} - set(ITEM_COLUMNS))
         return pd.DataFrame(rows, columns=cols)
 
+    @property
+    def malformed(self) -> list[dict[str, Any]]:
+        """Items that are not shaped like the workshop's (3.4): the keys, and id = customerId:itemId."""
+        return [
+            i
+            for i in self.items
+            if not set(ITEM_COLUMNS) <= set(i) or i["id"] != f"{i['customerId']}:{i['itemId']}"
+        ]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.items) and not self.malformed
+
     def verdict(self) -> str:
-        if self.items:
-            return f"carts is writing to {self.table}: {len(self.items)} item(s) in the table."
-        return f"{self.table} is empty: carts has not stored a cart item yet (add one in the UI)."
+        if not self.items:
+            return (
+                f"{self.table} is empty: carts has not stored a cart item yet (add one in the UI)."
+            )
+        if self.malformed:
+            return (
+                f"{len(self.malformed)} item(s) in {self.table} are not shaped like carts' items."
+            )
+        return (
+            f"carts is writing to {self.table}: {len(self.items)} item(s), each shaped like the "
+            "workshop's {id: <customerId>:<itemId>, customerId, itemId, quantity, unitPrice}."
+        )
 
     def __str__(self) -> str:
-        body = self.frame.head(10).to_string(index=False) if self.items else ""
+        body = self.frame.head(SHOWN_ITEMS).to_string(index=False) if self.items else ""
         return f"{self.verdict()}\n{body}".rstrip()
 
     def _repr_html_(self) -> str:
-        html = f"<p><b>{escape(self.verdict())}</b></p>"
+        colour = "#1b7f3b" if self.ok else "#a15c00"
+        html = f'<p style="color:{colour}"><b>{escape(self.verdict())}</b></p>'
         if self.items:
-            html += self.frame.head(10).to_html(index=False)
+            html += self.frame.head(SHOWN_ITEMS).to_html(index=False)
         return html
 
 

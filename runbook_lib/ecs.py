@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from runbook_lib.errors import NotFound
+from runbook_lib.shows import Shows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,7 +36,7 @@ def task_id(arn: str) -> str:
 
 
 @dataclass(frozen=True)
-class ServiceState:
+class ServiceState(Shows):
     """``describe_services`` for one service, reduced to what the runbook reads."""
 
     name: str
@@ -72,10 +73,16 @@ class ServiceState:
                 ids += _TASK_ID.findall(e["message"])
         return ids
 
+    def counts(self) -> str:
+        """Running counts only once a task stays up: before that they flicker with each retry."""
+        if self.rollout_state == "COMPLETED":
+            return f"running {self.running} of {self.desired}"
+        return f"desired {self.desired}, no task has stayed up yet"
+
     def __str__(self) -> str:
         lines = [
-            f"Service {self.name}: {self.status}, desired {self.desired}, running {self.running}, "
-            f"pending {self.pending}; deployment {self.primary.get('id', '?')} {self.rollout_state}.",
+            f"Service {self.name}: {self.status}, {self.counts()}; deployment "
+            f"{self.primary.get('id', '?')} {self.rollout_state}.",
             "Recent events (newest first):",
         ]
         lines += [
@@ -88,13 +95,13 @@ class ServiceState:
 
         colour = "#1b7f3b" if self.steady else "#a15c00"
         rows = "".join(
-            f"<tr><td>{escape(_fmt_time(e.get('createdAt')))}</td><td>{escape(e.get('message', ''))}</td></tr>"
+            f"<tr><td>{escape(_fmt_time(e.get('createdAt')))}</td>"
+            f"<td>{escape(e.get('message', ''))}</td></tr>"
             for e in self.events[:5]
         )
         return (
-            f"<p>Service <b>{escape(self.name)}</b>: {escape(self.status)}, desired {self.desired}, "
-            f"running <b>{self.running}</b>, pending {self.pending}; deployment "
-            f"<code>{escape(str(self.primary.get('id', '?')))}</code> "
+            f"<p>Service <b>{escape(self.name)}</b>: {escape(self.status)}, {escape(self.counts())}; "
+            f"deployment <code>{escape(str(self.primary.get('id', '?')))}</code> "
             f'<b style="color:{colour}">{escape(self.rollout_state)}</b>.</p>'
             f"<table><tr><th>time</th><th>event (newest first)</th></tr>{rows}</table>"
         )
@@ -118,8 +125,10 @@ def describe_service(ecs: Any, cluster: str, service: str) -> ServiceState:
     if not services:
         reasons = "; ".join(f.get("reason", "") for f in got.get("failures", []))
         if "cluster" in reasons.lower():
-            raise NotFound(f"ECS cluster {cluster!r} does not exist in this account and region.")
-        raise NotFound(f"ECS service {service!r} does not exist in cluster {cluster!r}.")
+            raise NotFound(
+                f"ECS cluster {cluster!r} does not exist in this account and region.", "cluster"
+            )
+        raise NotFound(f"ECS service {service!r} does not exist in cluster {cluster!r}.", "service")
     s = services[0]
     return ServiceState(
         name=s["serviceName"],

@@ -10,7 +10,14 @@ class RunbookError(Exception):
 
 
 class NotFound(RunbookError):
-    """A named resource (role, cluster, service, table) does not exist."""
+    """A named resource (role, cluster, service, table) does not exist.
+
+    ``param`` names the parameter that gave the name, when one did.
+    """
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class EndpointUnreachable(RunbookError):

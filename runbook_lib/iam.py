@@ -19,6 +19,7 @@ from runbook_lib.policy import (
     put_role_policy_command,
     same_policy,
 )
+from runbook_lib.shows import Shows
 
 ECS_TASKS = "ecs-tasks.amazonaws.com"
 
@@ -84,7 +85,7 @@ def read_role(iam: Any, role_name: str, account: str) -> RoleState:
 
 
 @dataclass(frozen=True)
-class TrustCheck:
+class TrustCheck(Shows):
     role: str
     trust_policy: dict[str, Any]
     ecs_tasks_trusted: bool
@@ -160,7 +161,7 @@ def check_trust(role: RoleState) -> TrustCheck:
 
 
 @dataclass
-class Plan:
+class Plan(Shows):
     """What ``put-role-policy`` will do to the role, and how to undo it."""
 
     role: str
@@ -264,7 +265,7 @@ def apply(iam: Any, the_plan: Plan) -> Plan:
 
 
 @dataclass(frozen=True)
-class RollbackResult:
+class RollbackResult(Shows):
     role: str
     policy_name: str
     done: str  # "deleted" | "restored" | "nothing"

@@ -37,6 +37,7 @@ from runbook_lib.iam_conditions import (
     parse_conditions,
     parse_pattern,
 )
+from runbook_lib.shows import Shows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -110,7 +111,7 @@ _COLUMNS = ("action", "resource", "decision", "decided by")
 
 
 @dataclass(frozen=True)
-class Explanation:
+class Explanation(Shows):
     """The decisions for a list of requests; renders as a table in JupyterLab and in logs."""
 
     rows: tuple[Decision, ...]

@@ -14,6 +14,7 @@ from typing import Any
 
 from runbook_lib.carts import CARTS_CALLS, index_arn, table_arn
 from runbook_lib.params import Params
+from runbook_lib.shows import Shows
 
 #: The workshop's heredoc, exactly as the learner types it (``$AWS_REGION``/``$ACCOUNT_ID`` are
 #: filled by the shell). Rendering it byte for byte keeps the notebook and the terminal in step.
@@ -74,7 +75,7 @@ def least_privilege_document(
 
 
 @dataclass(frozen=True)
-class RenderedPolicy:
+class RenderedPolicy(Shows):
     """The policy the runbook will attach, with everything needed to show and write it."""
 
     name: str
@@ -211,7 +212,7 @@ class Finding:
 
 
 @dataclass(frozen=True)
-class LintReport:
+class LintReport(Shows):
     findings: tuple[Finding, ...] = field(default_factory=tuple)
 
     @property

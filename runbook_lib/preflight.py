@@ -15,10 +15,11 @@ from runbook_lib.carts import carts_requests
 from runbook_lib.iam import RoleState
 from runbook_lib.iam_eval import Explanation, explain
 from runbook_lib.policy import RenderedPolicy
+from runbook_lib.shows import Shows
 
 
 @dataclass
-class Preflight:
+class Preflight(Shows):
     before: Explanation
     after: Explanation
     simulator: list[dict[str, str]] | None = None

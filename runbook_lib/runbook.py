@@ -18,6 +18,7 @@ from runbook_lib.diagnose import EXECUTION_ROLE, Diagnosis, diagnose
 from runbook_lib.dynamo import ScanResult, scan_items
 from runbook_lib.ecs import describe_task_definition
 from runbook_lib.errors import RunbookError, WrongCause
+from runbook_lib.exists import check_names
 from runbook_lib.iam import (
     Plan,
     RoleState,
@@ -34,11 +35,12 @@ from runbook_lib.policy import LintReport, RenderedPolicy, lint, render_policy
 from runbook_lib.preflight import Preflight, preflight, simulate
 from runbook_lib.record import RunRecord
 from runbook_lib.session import Connection, Identity, connect
+from runbook_lib.shows import Shows
 from runbook_lib.watch import Baseline, WatchResult, watch
 
 
 @dataclass(frozen=True)
-class Note:
+class Note(Shows):
     """A sentence for the reader, as a step's result when there is nothing else to show."""
 
     text: str
@@ -83,6 +85,12 @@ class Runbook:
         params = Params.from_mapping(values, source="the notebook's parameters")
         return cls(params, RunRecord.create(record_path))
 
+    def parameters(self) -> ParamsView:
+        """The validated parameters, as a table."""
+        with self._step("parameters") as rec:
+            rec.update(source=self.params.source)
+        return ParamsView(self.params)
+
     @contextmanager
     def _step(self, name: str) -> Iterator[dict[str, Any]]:
         payload: dict[str, Any] = {}
@@ -124,6 +132,7 @@ class Runbook:
                 backend=ident.backend,
             )
             self.record.data["caller"] = {"account": ident.account, "arn": ident.arn}
+            rec["found"] = check_names(self.conn.client, self.params, ident.account)
             return ident
 
     @property
@@ -255,6 +264,7 @@ class Runbook:
             assert self.plan_result is not None
             self.baseline = Baseline.take(c.client("ecs"), self.params.cluster, self.params.service)
             apply(c.client("iam"), self.plan_result)
+            self.record.data["steps"]["plan"] = self.plan_result.record()
             rec.update(
                 written=True, written_at=self.plan_result.written_at, undo=self.undo_command()
             )
@@ -342,7 +352,9 @@ class Runbook:
     def verify(self) -> ScanResult:
         with self._step("verify") as rec:
             result = scan_items(self.connection.client("dynamodb"), self.params.table)
-            rec.update(items=len(result.items), sample=list(result.items[:3]))
+            rec.update(
+                items=len(result.items), shaped_like_carts=result.ok, sample=list(result.items[:3])
+            )
             return result
 
     # --- 8. rollback ----------------------------------------------------------------------------
@@ -398,7 +410,31 @@ class Runbook:
 
 
 @dataclass(frozen=True)
-class Summary:
+class ParamsView(Shows):
+    params: Params
+
+    def rows(self) -> list[tuple[str, str]]:
+        p = self.params
+        rows = [(k, repr(v)) for k, v in p.public_dict().items()]
+        where = p.endpoint_url or (
+            "a lab started in this kernel" if p.is_lab else f"AWS, region {p.region}"
+        )
+        writes = "yes" if p.writes else "no (plan only)"
+        return [*rows, ("-> talks to", where), ("-> writes to IAM", writes)]
+
+    def __str__(self) -> str:
+        return "\n".join(f"{k:>16}  {v}" for k, v in self.rows())
+
+    def _repr_html_(self) -> str:
+        body = "".join(
+            f"<tr><td><code>{escape(k)}</code></td><td>{escape(v)}</td></tr>"
+            for k, v in self.rows()
+        )
+        return f"<p>Parameters (valid):</p><table>{body}</table>"
+
+
+@dataclass(frozen=True)
+class Summary(Shows):
     data: dict[str, Any]
     path: str
 
@@ -410,8 +446,8 @@ class Summary:
             f"Outcome: {d['outcome']}",
             f"Caller: {d.get('caller', {}).get('arn', '?')}",
             f"Policy {plan_rec.get('policy_name', '?')} on {plan_rec.get('role', '?')}: "
-            f"{plan_rec.get('action', '?')}; before sha256 {str(plan_rec.get('before_sha256'))[:12]}, "
-            f"after sha256 {str(plan_rec.get('after_sha256'))[:12]}",
+            f"{plan_rec.get('action', '?')}; before sha256 {_short_hash(plan_rec.get('before_sha256'))}, "
+            f"after sha256 {_short_hash(plan_rec.get('after_sha256'))}",
         ]
         if "diagnose" in steps:
             dg = steps["diagnose"]
@@ -433,6 +469,10 @@ class Summary:
     def _repr_html_(self) -> str:
         items = "".join(f"<li>{escape(x)}</li>" for x in self.lines())
         return f"<ul>{items}</ul>"
+
+
+def _short_hash(value: Any) -> str:
+    return str(value)[:12] if value else "none (no such policy)"
 
 
 def _show(obj: Any) -> None:

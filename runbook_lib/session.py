@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from runbook_lib.errors import EndpointUnreachable, WrongAccount
 from runbook_lib.params import Params
+from runbook_lib.shows import Shows
 
 if TYPE_CHECKING:
     import boto3
@@ -38,7 +39,7 @@ def client_config() -> Any:
 
 
 @dataclass
-class Identity:
+class Identity(Shows):
     """Who answers: ``sts:GetCallerIdentity`` plus the endpoint."""
 
     account: str

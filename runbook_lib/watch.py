@@ -16,7 +16,6 @@ from html import escape
 from typing import Any
 
 from runbook_lib.access_denied import parse_access_denied
-from runbook_lib.diagnose import read_log_lines
 from runbook_lib.display import LiveView, TaskTable
 from runbook_lib.ecs import (
     TaskDefinition,
@@ -27,6 +26,7 @@ from runbook_lib.ecs import (
     tasks_frame,
 )
 from runbook_lib.errors import WatchTimeout
+from runbook_lib.shows import Shows
 
 MIN_INTERVAL_S = 0.5
 MAX_INTERVAL_S = 2.0
@@ -36,21 +36,26 @@ SETTLE_WITHOUT_HEALTHCHECK_S = 30.0
 
 @dataclass(frozen=True)
 class Baseline:
-    """The service's tasks at the moment of the change: which apps had already started."""
+    """The service's tasks at the moment of the change.
 
-    started: frozenset[str]  # task ARNs whose app was running before the change
+    A task already HEALTHY then passed its start-up Query before the change and proves nothing
+    about the new policy. Any other task (even one RUNNING, whose app may not have made its
+    Query yet) is watched: whichever way it goes, it went after the change.
+    """
+
+    healthy: frozenset[str]  # task ARNs already HEALTHY at the change
     at: float  # epoch seconds of the change
 
     @classmethod
     def take(cls, ecs: Any, cluster: str, service: str) -> Baseline:
         arns = list_service_tasks(ecs, cluster, service, "RUNNING")
         tasks = describe_tasks(ecs, cluster, arns) if arns else []
-        started = frozenset(t["taskArn"] for t in tasks if t.get("lastStatus") == "RUNNING")
-        return cls(started=started, at=time.time())
+        healthy = frozenset(t["taskArn"] for t in tasks if t.get("healthStatus") == "HEALTHY")
+        return cls(healthy=healthy, at=time.time())
 
 
 @dataclass
-class WatchResult:
+class WatchResult(Shows):
     outcome: str  # "running" | "timeout" | "skipped"
     message: str
     task: dict[str, Any] | None = None
@@ -146,7 +151,7 @@ def watch(
     running_seen_at: float | None = None
 
     def eligible(arn: str) -> bool:
-        return arn not in done_with and (baseline is None or arn not in baseline.started)
+        return arn not in done_with and (baseline is None or arn not in baseline.healthy)
 
     while True:
         elapsed = clock() - t0
@@ -170,13 +175,14 @@ def watch(
                     result.timeline.append((elapsed, f"task {task_id(arn)} {state}"))
                 if t.get("lastStatus") == "STOPPED":
                     done_with.add(arn)
-                    result.failed_after_change.append(t)
                     result.last_stop_reason = (
                         f"{t.get('stopCode', '')}: {t.get('stoppedReason', '')}"
                     )
-                    result.last_log_line = (
-                        _last_denial(logs, td, task_id(arn)) or result.last_log_line
-                    )
+                    line, at_ms = _last_denial(logs, td, task_id(arn))
+                    result.last_log_line = line or result.last_log_line
+                    # A task whose Query was denied before the change failed for the old policy.
+                    if baseline is None or at_ms is None or at_ms >= baseline.at * 1000:
+                        result.failed_after_change.append(t)
                 elif _settled(t, has_health_check, time.time()):
                     if running_seen_at is None:
                         running_seen_at = clock()
@@ -205,9 +211,12 @@ def watch(
         sleep(min(interval, max(0.0, timeout_s - elapsed)))
 
     result.elapsed_s = clock() - t0
-    result.tasks = sorted(seen.values(), key=lambda t: t["createdAt"].timestamp(), reverse=True)
+    # What the result shows: the settled task and those the change did not save, not every task
+    # the watch happened to see (that depends on where the restart cycle was at the change).
+    shown = [*result.failed_after_change, *([result.task] if result.task else [])]
+    result.tasks = sorted(shown, key=lambda t: t["createdAt"].timestamp(), reverse=True)
     if view is not None:
-        frame = tasks_frame(result.tasks, limit=6) if result.tasks else None
+        frame = tasks_frame(list(seen.values()), limit=6) if seen else None
         view.update(result.elapsed_s, _status_line(seen, result, result.elapsed_s), frame, True)
         view.close(result.message or "timed out")
     if result.outcome != "running":
@@ -229,16 +238,23 @@ def _status_line(seen: dict[str, dict[str, Any]], result: WatchResult, elapsed: 
     return f"{elapsed:.1f} s: {now}; {n_failed} stopped since the change"
 
 
-def _last_denial(logs: Any, td: TaskDefinition, tid: str) -> str | None:
+def _last_denial(logs: Any, td: TaskDefinition, tid: str) -> tuple[str | None, int | None]:
+    """The task's last AccessDenied log line and its timestamp (ms), if it logged one."""
     if td.log_group is None:
-        return None
+        return None, None
     stream = td.log_stream(tid)
     if stream is None:
-        return None
-    for line in reversed(read_log_lines(logs, td.log_group, stream, limit=40)):
-        if parse_access_denied(line) is not None:
-            return line.strip()
-    return None
+        return None, None
+    try:
+        got = logs.get_log_events(
+            logGroupName=td.log_group, logStreamName=stream, limit=40, startFromHead=False
+        )
+    except logs.exceptions.ResourceNotFoundException:
+        return None, None
+    for event in reversed(got.get("events", [])):
+        if parse_access_denied(event["message"]) is not None:
+            return str(event["message"]).strip(), int(event.get("timestamp", 0))
+    return None, None
 
 
 def _denials_since(
@@ -253,7 +269,7 @@ def _denials_since(
         startTime=int(baseline.at * 1000),
         filterPattern='"is not authorized to perform"',
     )
-    skip = {task_id(a) for a in counted | set(baseline.started)}
+    skip = {task_id(a) for a in counted | set(baseline.healthy)}
     for e in got.get("events", []):
         stream_task = e.get("logStreamName", "").rsplit("/", 1)[-1]
         if stream_task not in skip and parse_access_denied(e["message"]) is not None:

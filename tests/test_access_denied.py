@@ -30,12 +30,18 @@ def test_format_reproduces_the_workshop_sentence() -> None:
 def test_parse_names_role_session_action_and_resource() -> None:
     d = parse_access_denied("2026-11-30 ERROR ... " + WORKSHOP_LINE)
     assert d is not None
-    assert (d.role_name, d.session_name, d.account_id) == ("retailStoreEcsTaskRole", TASK, "123456789012")
+    assert (d.role_name, d.session_name, d.account_id) == (
+        "retailStoreEcsTaskRole",
+        TASK,
+        "123456789012",
+    )
     assert (d.action, d.resource, d.explicit) == ("dynamodb:Query", INDEX, False)
 
 
 def test_explicit_deny_sentence_round_trips() -> None:
-    s = format_access_denied(assumed_role_arn("123456789012", "r", TASK), "dynamodb:Query", INDEX, EXPLICIT_DENY)
+    s = format_access_denied(
+        assumed_role_arn("123456789012", "r", TASK), "dynamodb:Query", INDEX, EXPLICIT_DENY
+    )
     assert s.endswith("with an explicit deny in an identity-based policy")
     d = parse_access_denied(s)
     assert d is not None and d.explicit and d.kind == EXPLICIT_DENY

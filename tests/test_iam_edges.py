@@ -10,13 +10,29 @@ from runbook_lib.policy import render_policy
 
 ECS_TRUST = {
     "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
 }
-BASE = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["ssmmessages:OpenDataChannel"], "Resource": "*"}]}
+BASE = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": ["ssmmessages:OpenDataChannel"], "Resource": "*"}],
+}
 
 
 def role(trust: dict[str, object] = ECS_TRUST, **inline: dict[str, object]) -> RoleState:
-    return RoleState("retailStoreEcsTaskRole", "arn:aws:iam::123456789012:role/retailStoreEcsTaskRole", "123456789012", trust, {"Base": BASE, **inline}, {})
+    return RoleState(
+        "retailStoreEcsTaskRole",
+        "arn:aws:iam::123456789012:role/retailStoreEcsTaskRole",
+        "123456789012",
+        trust,
+        {"Base": BASE, **inline},
+        {},
+    )
 
 
 def test_workshop_trust_is_accepted_without_warnings() -> None:
@@ -25,12 +41,24 @@ def test_workshop_trust_is_accepted_without_warnings() -> None:
 
 
 def test_trust_without_ecs_tasks_fails_and_broader_principals_warn() -> None:
-    ec2 = {"Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    ec2 = {
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "ec2.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ]
+    }
     tc = check_trust(role(ec2))
     assert not tc.ok and "does not let ecs-tasks.amazonaws.com" in tc.verdict()
     broad = {
         "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": ["ecs-tasks.amazonaws.com", "lambda.amazonaws.com"]}, "Action": "sts:AssumeRole"},
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": ["ecs-tasks.amazonaws.com", "lambda.amazonaws.com"]},
+                "Action": "sts:AssumeRole",
+            },
             {"Effect": "Allow", "Principal": "*", "Action": "sts:AssumeRole"},
         ]
     }
@@ -38,7 +66,15 @@ def test_trust_without_ecs_tasks_fails_and_broader_principals_warn() -> None:
     assert tc.ok
     assert any("lambda.amazonaws.com" in w for w in tc.warnings)
     assert any("any AWS principal" in w for w in tc.warnings)
-    denied = {"Statement": [{"Effect": "Deny", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    denied = {
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ]
+    }
     assert not check_trust(role(denied)).ok
 
 
@@ -46,10 +82,16 @@ def test_plan_create_replace_unchanged_and_restore_commands() -> None:
     policy = render_policy(Params(), "123456789012")
     create = plan(role(), policy)
     assert create.action == "create" and create.other_inline == ("Base",)
-    assert create.restore_command == "aws iam delete-role-policy --role-name retailStoreEcsTaskRole --policy-name CartsDynamoPolicy"
+    assert (
+        create.restore_command
+        == "aws iam delete-role-policy --role-name retailStoreEcsTaskRole --policy-name CartsDynamoPolicy"
+    )
     same = plan(role(CartsDynamoPolicy=policy.document), policy)
     assert same.action == "unchanged" and same.diff == ""
-    other = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "*"}]}
+    other = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "*"}],
+    }
     replace = plan(role(CartsDynamoPolicy=other), policy)
     assert replace.action == "replace" and "REPLACE" in replace.summary()
     assert '"dynamodb:GetItem"' in replace.diff

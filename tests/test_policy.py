@@ -66,7 +66,11 @@ def test_least_privilege_allows_exactly_the_carts_calls() -> None:
 def test_normalise_treats_scalar_and_list_alike_and_ignores_order() -> None:
     a = json.loads(SEED_FILE)
     b = {
-        "Statement": {"Resource": "arn:aws:dynamodb:us-west-2:123456789012:table/*", "Action": "dynamodb:*", "Effect": "Allow"},
+        "Statement": {
+            "Resource": "arn:aws:dynamodb:us-west-2:123456789012:table/*",
+            "Action": "dynamodb:*",
+            "Effect": "Allow",
+        },
         "Version": "2012-10-17",
     }
     assert same_policy(a, b) and policy_hash(a) == policy_hash(b)
@@ -94,6 +98,15 @@ def test_lint_flags_wildcards_empty_arns_wrong_account_and_size() -> None:
     assert "names account 999999999999" in other.errors[0].message
     lp = lint(least_privilege_document("us-west-2", ACCOUNT, "t", "i"), params, ACCOUNT)
     assert lp.ok and all(f.level == "info" for f in lp.findings)
-    big = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/" + "x" * 10_300}]}
+    big = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": "arn:aws:s3:::b/" + "x" * 10_300,
+            }
+        ],
+    }
     too_big = lint(SEED_FILE, params, ACCOUNT, other_inline={"Other": big})
     assert not too_big.ok and "10240" in too_big.errors[0].message

@@ -33,7 +33,11 @@ def test_environment_yml_lists_what_pyproject_declares() -> None:
 
 def test_every_dependency_is_pinned_in_constraints() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pins = {_name(line): line for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line}
+    pins = {
+        _name(line): line
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line
+    }
     for req in project["dependencies"] + project["optional-dependencies"]["dev"]:
         name = _name(req)
         assert name in pins, f"{name} is not pinned in constraints.txt"
@@ -48,14 +52,16 @@ def test_notebook_parameters_cell_is_the_contract() -> None:
     defaults = Params()
     for name, info in found.items():
         assert info["help"], f"parameter {name} has no comment"
-        value = eval(info["default"])  # the cell's literal  # noqa: S307
+        value = eval(info["default"])  # the cell's literal
         assert value == getattr(defaults, name), name
 
 
 def test_help_notebook_prints_a_useful_page() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "papermill", "--help-notebook", str(NOTEBOOK)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "policy_scope: str" in out and "least-privilege" in out and "timeout_s: float" in out
 
@@ -66,5 +72,7 @@ def test_import_for_the_aws_backend_does_not_import_the_lab() -> None:
         "bad=[m for m in ('moto','flask','werkzeug','runbook_lib.lab') if m in sys.modules];"
         "print(','.join(bad))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == ""

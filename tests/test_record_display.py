@@ -17,10 +17,16 @@ def test_record_is_saved_after_each_step_and_on_failure(tmp_path: Path) -> None:
     rec = RunRecord.create(tmp_path / "r.json")
     rec.step("connect", {"account": "123456789012"}, 0.01)
     saved = json.loads((tmp_path / "r.json").read_text())
-    assert saved["outcome"] == "in progress" and saved["steps"]["connect"]["account"] == "123456789012"
-    rec.fail("apply", RuntimeError("boom"), "aws iam delete-role-policy --role-name r --policy-name p")
+    assert (
+        saved["outcome"] == "in progress" and saved["steps"]["connect"]["account"] == "123456789012"
+    )
+    rec.fail(
+        "apply", RuntimeError("boom"), "aws iam delete-role-policy --role-name r --policy-name p"
+    )
     saved = json.loads((tmp_path / "r.json").read_text())
-    assert saved["failed_step"] == "apply" and saved["undo"].startswith("aws iam delete-role-policy")
+    assert saved["failed_step"] == "apply" and saved["undo"].startswith(
+        "aws iam delete-role-policy"
+    )
 
 
 def test_record_refuses_credentials(tmp_path: Path) -> None:

@@ -12,7 +12,14 @@ from runbook_lib.errors import WatchTimeout
 from runbook_lib.watch import MAX_INTERVAL_S, MIN_INTERVAL_S, Baseline, watch
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-TD = TaskDefinition("arn:td", "arn:aws:iam::1:role/r", "arn:aws:iam::1:role/x", "application", "grp", "carts-service")
+TD = TaskDefinition(
+    "arn:td",
+    "arn:aws:iam::1:role/r",
+    "arn:aws:iam::1:role/x",
+    "application",
+    "grp",
+    "carts-service",
+)
 ARN = "arn:aws:ecs:us-west-2:123456789012:task/c/"
 
 
@@ -49,7 +56,15 @@ class FakeECS:
         class P:
             def paginate(self, **kw: Any) -> list[dict[str, Any]]:
                 outer.calls.append("list_tasks")
-                return [{"taskArns": [t["taskArn"] for t in outer.now if t["desiredStatus"] == kw["desiredStatus"]]}]
+                return [
+                    {
+                        "taskArns": [
+                            t["taskArn"]
+                            for t in outer.now
+                            if t["desiredStatus"] == kw["desiredStatus"]
+                        ]
+                    }
+                ]
 
         return P()
 
@@ -61,11 +76,24 @@ class FakeECS:
     def describe_services(self, cluster: str, services: list[str]) -> dict[str, Any]:
         self.calls.append("describe_services")
         running = sum(1 for t in self.now if t["lastStatus"] == "RUNNING")
-        return {"services": [{"serviceName": "carts", "status": "ACTIVE", "desiredCount": 1, "runningCount": running, "pendingCount": 0, "taskDefinition": "arn:td", "deployments": [], "events": []}]}
+        return {
+            "services": [
+                {
+                    "serviceName": "carts",
+                    "status": "ACTIVE",
+                    "desiredCount": 1,
+                    "runningCount": running,
+                    "pendingCount": 0,
+                    "taskDefinition": "arn:td",
+                    "deployments": [],
+                    "events": [],
+                }
+            ]
+        }
 
 
 class FakeLogs:
-    class exceptions:  # noqa: N801 - mirrors boto3's client.exceptions
+    class exceptions:
         ResourceNotFoundException = KeyError
 
     def __init__(self, denial_for: set[str] | None = None) -> None:
@@ -75,7 +103,7 @@ class FakeLogs:
         tid = kw["logStreamName"].rsplit("/", 1)[-1]
         if tid in self.denial_for:
             msg = f"User: arn:aws:sts::123456789012:assumed-role/r/{tid} is not authorized to perform: dynamodb:Query on resource: arn:aws:dynamodb:us-west-2:123456789012:table/t because no identity-based policy allows the dynamodb:Query action"
-            return {"events": [{"message": msg}]}
+            return {"events": [{"message": msg, "timestamp": 5_000}]}
         return {"events": []}
 
     def filter_log_events(self, **kw: Any) -> dict[str, Any]:
@@ -95,27 +123,34 @@ class Clock:
         self.t += s
 
 
-def run(frames: list[list[dict[str, Any]]], baseline: Baseline | None, timeout: float = 60, logs: FakeLogs | None = None) -> tuple[Any, FakeECS, Clock]:
+def run(
+    frames: list[list[dict[str, Any]]],
+    baseline: Baseline | None,
+    timeout: float = 60,
+    logs: FakeLogs | None = None,
+) -> tuple[Any, FakeECS, Clock]:
     ecs, clock = FakeECS(frames), Clock()
 
     def sleep(s: float) -> None:
         clock.sleep(s)
         ecs.i += 1
 
-    result = watch(ecs, logs or FakeLogs(), TD, "c", "carts", baseline, timeout, sleep=sleep, clock=clock)
+    result = watch(
+        ecs, logs or FakeLogs(), TD, "c", "carts", baseline, timeout, sleep=sleep, clock=clock
+    )
     return result, ecs, clock
 
 
 def test_a_new_task_that_turns_healthy_ends_the_watch() -> None:
-    base = Baseline(frozenset({task(1, "RUNNING")["taskArn"]}), 0.0)
+    base = Baseline(frozenset({task(1, "RUNNING", "HEALTHY")["taskArn"]}), 0.0)
     frames = [
-        [task(1, "RUNNING")],
+        [task(1, "RUNNING", "HEALTHY")],
         [task(1, "STOPPED", stop="EssentialContainerExited")],
         [task(2, "PROVISIONING")],
         [task(2, "RUNNING")],
         [task(2, "RUNNING", "HEALTHY")],
     ]
-    result, ecs, _ = run(frames, base)
+    result, _, _ = run(frames, base)
     assert result.outcome == "running" and result.task["taskArn"].endswith(f"{2:032x}")
     assert result.failed_after_change == []  # the baseline task does not count against the fix
     assert "RUNNING and HEALTHY" in result.message
@@ -154,6 +189,24 @@ def test_polling_backs_off_to_the_cap_and_resets_on_change() -> None:
     # While a known task is starting, each poll is one describe_tasks call.
     polls = ecs.calls[ecs.calls.index("describe_tasks") :]
     assert polls.count("list_tasks") == 0
+
+
+def test_a_task_running_but_not_yet_healthy_at_the_change_is_watched() -> None:
+    """Its app may make its start-up Query after the change; it must not be ignored."""
+    base = Baseline(frozenset(), 0.0)
+    result, _, _ = run([[task(1, "RUNNING")], [task(1, "RUNNING", "HEALTHY")]], base)
+    assert result.outcome == "running" and result.task["taskArn"].endswith(f"{1:032x}")
+
+
+def test_a_denial_logged_before_the_change_does_not_count_against_it() -> None:
+    frames = [
+        [task(1, "RUNNING")],
+        [task(1, "STOPPED", stop="EssentialContainerExited")],
+        [task(2, "RUNNING", "HEALTHY")],
+    ]
+    result, _, _ = run(frames, Baseline(frozenset(), 10.0), logs=FakeLogs({f"{1:032x}"}))
+    assert result.outcome == "running" and result.failed_after_change == []
+    assert "is not authorized" in result.last_log_line
 
 
 def test_without_a_write_the_already_running_task_counts() -> None:

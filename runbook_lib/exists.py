@@ -1,0 +1,53 @@
+"""Section 1's last check: every name the parameters give exists, before any step reads or writes.
+
+Each miss is one sentence naming the parameter, the name and where it was looked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runbook_lib.ecs import describe_service
+from runbook_lib.errors import NotFound
+from runbook_lib.params import Params
+
+
+def _missing(param: str, what: str, where: str) -> NotFound:
+    return NotFound(f"parameter {param!r}: {what} does not exist in {where}.", param)
+
+
+def check_names(clients: Any, params: Params, account: str) -> dict[str, str]:
+    """Look up the roles, the cluster and service, the table and its index.
+
+    ``clients`` is a callable ``service -> boto3 client``. Returns what was found (for the record).
+    """
+    where = f"account {account}"
+    iam = clients("iam")
+    found: dict[str, str] = {}
+    for param in ("task_role", "execution_role"):
+        name = getattr(params, param)
+        try:
+            found[param] = iam.get_role(RoleName=name)["Role"]["Arn"]
+        except iam.exceptions.NoSuchEntityException:
+            raise _missing(param, f"role {name!r}", where) from None
+    region_where = f"{where}, region {params.region}"
+    try:
+        svc = describe_service(clients("ecs"), params.cluster, params.service)
+    except NotFound as exc:
+        raise NotFound(f"parameter {exc.param!r}: {exc}", exc.param) from None
+    found["service"] = svc.name
+    ddb = clients("dynamodb")
+    try:
+        table = ddb.describe_table(TableName=params.table)["Table"]
+    except ddb.exceptions.ResourceNotFoundException:
+        raise _missing("table", f"DynamoDB table {params.table!r}", region_where) from None
+    found["table"] = table["TableArn"]
+    indexes = [i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])]
+    indexes += [i["IndexName"] for i in table.get("LocalSecondaryIndexes", [])]
+    if params.index not in indexes:
+        raise NotFound(
+            f"parameter 'index': table {params.table!r} has no index {params.index!r} "
+            f"(it has: {', '.join(indexes) or 'none'})."
+        )
+    found["index"] = params.index
+    return found
