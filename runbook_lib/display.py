@@ -124,7 +124,7 @@ class LiveView:
 
             self._status = w.HTML(value=f"<b>{title}</b>: starting")
             self._progress = w.FloatProgress(
-                value=0.0, min=0.0, max=timeout_s, description="waited"
+                value=0.0, min=0.0, max=timeout_s, description="waiting", bar_style="info"
             )
             self._table = w.HTML(value="")
             self._box = w.VBox([self._status, self._progress, self._table])
@@ -139,6 +139,7 @@ class LiveView:
         if self.live:
             self._status.value = f"<b>{status}</b>"
             self._progress.value = min(elapsed_s, self.timeout_s)
+            self._progress.description = f"{elapsed_s:.0f} s"
             if frame is not None and changed:
                 self._table.value = task_table_html(frame)
             return
@@ -149,9 +150,11 @@ class LiveView:
             for line in task_table_text(frame).splitlines():
                 print(f"{WATCH_PREFIX}   {line}", flush=True)
 
-    def close(self, status: str) -> None:
+    def close(self, status: str, ok: bool) -> None:
         if self.live:
             self._status.value = f"<b>{status}</b>"
-            self._progress.bar_style = "success" if "RUNNING" in status else "warning"
+            if ok:  # a full green bar: done (the bar measures the wait against the timeout)
+                self._progress.value = self._progress.max
+            self._progress.bar_style = "success" if ok else "danger"
         else:
             print(f"{WATCH_PREFIX} {status}", flush=True)

@@ -291,6 +291,10 @@ class Runbook:
             try:
                 note = self._write()
                 out.value = note._repr_html_()
+                button.button_style = "success"
+                button.description = (
+                    f"Applied {self.plan_result.policy.name if self.plan_result else ''}"
+                )
             except Exception as exc:  # shown to the learner; the record has it too
                 out.value = f'<p style="color:#b00020"><b>{escape(str(exc))}</b></p>'
                 button.disabled = False

@@ -218,7 +218,10 @@ def watch(
     if view is not None:
         frame = tasks_frame(list(seen.values()), limit=6) if seen else None
         view.update(result.elapsed_s, _status_line(seen, result, result.elapsed_s), frame, True)
-        view.close(result.message or "timed out")
+        view.close(
+            result.message or f"no carts task settled within {timeout_s:g} s",
+            result.outcome == "running",
+        )
     if result.outcome != "running":
         result.message = (
             f"no carts task settled in RUNNING within {timeout_s:g} s. "

@@ -244,7 +244,8 @@ def test_learner_applies_with_the_button_and_watches_carts_recover(
     expect(status_bar).to_contain_text("| Idle")
     button.click()
     expect(apply_box).to_contain_text(f"Wrote {POLICY} to retailStoreEcsTaskRole")
-    expect(button).to_be_disabled()
+    done = apply_box.get_by_role("button", name=f"Applied {POLICY}")
+    expect(done).to_be_disabled()
     screenshot(pg, "02-apply.png", steps["plan"] - 1, steps["apply"])
 
     # 3. Run > Run Selected Cell and All Below, from the cell after apply. Not awaited here: the
