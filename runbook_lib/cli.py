@@ -133,11 +133,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from papermill.exceptions import PapermillExecutionError
 
     failed: str | None = None
+    failed_cell: str | None = None
     t0 = time.monotonic()
     try:
         execute(params.public_dict(), nb_path, record_path, Progress())
     except PapermillExecutionError as exc:
         failed = f"{exc.ename}: {exc.evalue}"
+        failed_cell = _failed_step(nb_path, exc.cell_index)
     if nb_path.exists() and not args.no_html:
         write_html(nb_path, html_path)
     leaks = scan_outputs([nb_path, html_path, record_path])
@@ -148,12 +150,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     for leak in leaks:
         print(f"carts-runbook: SECURITY: {leak}", file=sys.stderr)
     if failed is not None:
-        step = record.get("failed_step") or "unknown"
+        step = record.get("failed_step") or failed_cell or "unknown"
         print(f"carts-runbook: FAILED at step '{step}': {failed}", file=sys.stderr)
         if record.get("undo"):
             print(f"carts-runbook: to undo what this run wrote: {record['undo']}", file=sys.stderr)
         return 1
     return 1 if leaks else 0
+
+
+def _failed_step(notebook: Path, cell_index: int) -> str | None:
+    """The step tag of the cell papermill stopped at (for failures before the record exists)."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(str(notebook), as_version=4)
+        return _step_of(nb.cells[cell_index])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _summary_lines(

@@ -310,10 +310,13 @@ class Runbook:
         """Watch the next carts task until it settles in RUNNING (or time runs out)."""
         the_plan = self.plan_result
         if the_plan is not None and the_plan.action != "unchanged" and not the_plan.written:
+            from runbook_lib.display import live_frontend
+
             note = Note(
-                "Nothing was written, so there is no new task to watch. Press Apply above, then run this cell again."
-                if not self.params.writes
-                else "Nothing was written: nothing to watch.",
+                "Nothing was written, so there is no new task to watch. Press Apply above, then "
+                "run this cell again."
+                if live_frontend()
+                else "Plan only (parameter 'apply' is false): nothing was written, nothing to watch.",
                 "warn",
             )
             with self._step("watch") as rec:

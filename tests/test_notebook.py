@@ -7,12 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from lab_fixtures import Clients, task_id, wait_for
 
 from runbook_lib.params import Params
 from runbook_lib.record import find_secrets
@@ -116,6 +118,21 @@ def test_least_privilege_scope_and_rollback_restore_the_exact_prior_state(
     assert record["steps"]["rollback"]["done"] == "deleted"
     assert record["outcome"] == "fixed, then rolled back"
     assert inline_policies(fresh_lab, "retailStoreEcsTaskRole") == before
+    # In the lab, the service fails again: a task that starts after the rollback is denied.
+    aws = Clients(fresh_lab.endpoint_url)
+    running = aws.task_arns("RUNNING")
+    rolled_back_at = time.time()
+    for arn in running:
+        aws.ecs.stop_task(cluster="retail-store-ecs-cluster", task=arn, reason="check the rollback")
+    denied = wait_for(
+        "a carts task denied after the rollback",
+        lambda: aws.stopped_after(rolled_back_at, "EssentialContainerExited"),
+        timeout=20,
+    )
+    assert any(
+        "is not authorized to perform: dynamodb:Query" in m
+        for m in aws.log_messages(task_id(denied[0]))
+    )
 
 
 def test_apply_false_writes_nothing_and_a_second_run_writes_nothing_again(
