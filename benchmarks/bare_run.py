@@ -2,8 +2,8 @@
 
 This is the floor ``make bench`` compares ``carts-runbook run`` against: the same
 :class:`runbook_lib.runbook.Runbook` methods the notebook's cells call, in the same order, against
-the same kind of lab (started by ``connect`` when ``endpoint_url`` is empty), each result printed
-as the text a headless log shows.
+the same kind of lab (started by ``connect`` when ``endpoint_url`` is empty), each result rendered
+as the text a headless log shows (and printed, unless ``--quiet``).
 
 It also measures what only a process that holds the lab can see: when the lab marked the task
 the watch reports RUNNING and HEALTHY, when ``put_role_policy`` was sent, when the watch step
@@ -19,6 +19,7 @@ the runbook its address (``endpoint_url``), as a learner with a standalone lab w
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="write the measured figures to this file")
     ap.add_argument("--time-scale", type=float, default=None)
     ap.add_argument("--propagation-delay-s", type=float, default=None)
-    ap.add_argument("--quiet", action="store_true", help="do not print the steps' results")
+    ap.add_argument("--quiet", action="store_true", help="render the results, do not print them")
     args = ap.parse_args(argv)
 
     import tempfile
@@ -135,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
                 lab = own_lab or (run.conn.lab if run.conn else None)
                 if lab is not None:
                     marks.install(lab)
+            # What a headless log shows of each result (the notebook also renders its HTML).
+            text = str(result)
             if not args.quiet:
-                print(f"--- {step}\n{result}", flush=True)
+                print(f"--- {step}\n{text}", flush=True)
     finally:
         run.close()
         if own_lab is not None:
@@ -171,16 +174,20 @@ def main(argv: list[str] | None = None) -> int:
             healthy_to_report_s=w1 - marks.healthy[arn] if arn in marks.healthy else None,
             running_to_report_s=w1 - marks.running[arn] if arn in marks.running else None,
             put_to_report_s=w1 - puts[-1] if puts else None,
-            put_to_healthy_s=marks.healthy[arn] - puts[-1] if puts and arn in marks.healthy else None,
+            put_to_healthy_s=marks.healthy[arn] - puts[-1]
+            if puts and arn in marks.healthy
+            else None,
             watch_calls=by_op,
             watch_call_count=len(inside),
             outside_call_count=len(calls.calls) - len(inside),
-            poll_intervals_s=[round(b - a, 3) for a, b in zip(starts, starts[1:], strict=False)],
+            poll_intervals_s=[round(b - a, 3) for a, b in itertools.pairwise(starts)],
         )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-    print(f"bare run: {figures['process_s']:.2f} s, outcome {run.record.data.get('outcome')}",
-          file=sys.stderr)
+    print(
+        f"bare run: {figures['process_s']:.2f} s, outcome {run.record.data.get('outcome')}",
+        file=sys.stderr,
+    )
     return 0 if run.record.data.get("outcome", "").startswith("fixed") else 1
 
 

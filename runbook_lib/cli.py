@@ -11,10 +11,15 @@ and exits 1 naming the failing step when a step fails (2 for bad parameters).
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
+import importlib
 import json
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +43,21 @@ def _step_of(cell: Any) -> str | None:
 
 
 class Progress:
-    """One line per step on stderr: name, time, ok or FAILED."""
+    """One line per step on stderr: name, time, ok or FAILED (and ``on_step(name)`` as each
+    step starts)."""
 
-    def __init__(self, stream: Any = sys.stderr) -> None:
+    def __init__(
+        self, stream: Any = sys.stderr, on_step: Callable[[str], None] | None = None
+    ) -> None:
         self.stream = stream
+        self.on_step = on_step
         self.t: float = 0.0
 
     def start(self, cell: Any, cell_index: int, **_: Any) -> None:
         step = _step_of(cell)
         if step:
+            if self.on_step is not None:
+                self.on_step(step)
             self.t = time.monotonic()
             print(f"  {step:<11}", end="", file=self.stream, flush=True)
 
@@ -64,33 +75,105 @@ def execute(
     record: Path,
     progress: Progress | None = None,
     inject: bool = True,
+    while_stopping: Callable[[], None] | None = None,
 ) -> Any:
-    """Execute the notebook with papermill; returns the executed notebook node."""
-    import papermill as pm
+    """Execute the notebook with papermill; returns the executed notebook node.
 
+    ``while_stopping`` runs once the notebook has run (or failed), while the kernel exits.
+    """
     os.environ["RUNBOOK_RECORD"] = str(record)
     os.environ["RUNBOOK_HEADLESS"] = "1"
-    hooks: dict[str, Any] = {}
-    if progress is not None:
-        hooks = {"on_cell_start": progress.start, "on_cell_executed": progress.done}
-    return pm.execute_notebook(
-        str(NOTEBOOK),
-        str(output),
-        parameters=parameters if inject else None,
-        kernel_name="python3",
-        progress_bar=False,
-        cwd=str(NOTEBOOK.parents[1]),
-        **hooks,
-    )
+    from runbook_lib.kernel import KERNEL_NAME, Kernel
+
+    kernel = Kernel(NOTEBOOK.parents[1])  # boots while papermill is imported
+    interrupted = True
+    try:
+        _import_jsonschema_without_iri_checks()
+        import papermill as pm
+
+        hooks: dict[str, Any] = {}
+        if progress is not None:
+            hooks = {"on_cell_start": progress.start, "on_cell_executed": progress.done}
+        nb = pm.execute_notebook(
+            str(NOTEBOOK),
+            str(output),
+            parameters=parameters if inject else None,
+            kernel_name=KERNEL_NAME,
+            progress_bar=False,
+            cwd=str(NOTEBOOK.parents[1]),
+            km=kernel.manager,
+            **hooks,
+        )
+        interrupted = False
+        return nb
+    except Exception:
+        interrupted = False
+        raise
+    finally:
+        kernel.shut_down(meanwhile=None if interrupted else while_stopping)
 
 
-def write_html(notebook_path: Path, html_path: Path) -> None:
-    import nbformat
+def _import_jsonschema_without_iri_checks() -> None:
+    """Import jsonschema (nbformat's validator) without its IRI format checkers.
+
+    With the ``rfc3987-syntax`` package installed (jupyter-events pulls it in), importing
+    jsonschema builds its Earley parsers for the ``iri`` and ``iri-reference`` formats: about
+    0.7 s of this command's start-up, for formats no notebook schema uses. A ``None`` entry in
+    ``sys.modules`` makes that optional import fail, so jsonschema skips them; the entry is removed
+    again at once, so only jsonschema's format checker (in this process) goes without them.
+    """
+    if "jsonschema" in sys.modules or "rfc3987_syntax" in sys.modules:
+        return
+    sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]
+    try:
+        importlib.import_module("jsonschema")
+    finally:
+        if sys.modules.get("rfc3987_syntax") is None:
+            del sys.modules["rfc3987_syntax"]
+
+
+class HtmlWriter:
+    """Renders the executed notebook as HTML (nbconvert, the JupyterLab template).
+
+    nbconvert's first rendering costs more than later ones together (imports, templates, the
+    theme's CSS, the code highlighter): about 0.3 s here. :meth:`warm_up` pays it in a thread
+    while the kernel waits (the watch step waits on ECS), when this process has nothing to do.
+    """
+
+    def __init__(self) -> None:
+        self._exporter: Any = None
+        self._thread: threading.Thread | None = None
+
+    def warm_up(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._warm, name="html-warm-up", daemon=True)
+            self._thread.start()
+
+    def _warm(self) -> None:
+        import nbformat
+
+        try:
+            exporter = _html_exporter()
+            exporter.from_notebook_node(nbformat.read(str(NOTEBOOK), as_version=4))
+        except Exception:  # write() renders afresh and reports any error
+            return
+        self._exporter = exporter
+
+    def write(self, notebook_path: Path, html_path: Path) -> None:
+        import nbformat
+
+        if self._thread is not None:
+            self._thread.join()
+        exporter = self._exporter if self._exporter is not None else _html_exporter()
+        nb = nbformat.read(str(notebook_path), as_version=4)
+        body, _ = exporter.from_notebook_node(nb)
+        html_path.write_text(body, encoding="utf-8")
+
+
+def _html_exporter() -> Any:
     from nbconvert import HTMLExporter
 
-    nb = nbformat.read(str(notebook_path), as_version=4)
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
-    html_path.write_text(body, encoding="utf-8")
+    return HTMLExporter(template_name="lab")
 
 
 def scan_outputs(paths: list[Path]) -> list[str]:
@@ -130,18 +213,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(
         f"carts-runbook: running {NOTEBOOK.name} against {where} ({params.source})", file=sys.stderr
     )
-    from papermill.exceptions import PapermillExecutionError
-
     failed: str | None = None
     failed_cell: str | None = None
     t0 = time.monotonic()
+    html = HtmlWriter()
+
+    def warm_up(step: str) -> None:
+        if step == "watch":
+            html.warm_up()
+
+    def render() -> None:
+        if nb_path.exists():
+            html.write(nb_path, html_path)
+
     try:
-        execute(params.public_dict(), nb_path, record_path, Progress())
-    except PapermillExecutionError as exc:
+        execute(
+            params.public_dict(),
+            nb_path,
+            record_path,
+            Progress(on_step=None if args.no_html else warm_up),
+            while_stopping=None if args.no_html else render,
+        )
+    except Exception as exc:
+        # Imported only now: papermill is imported while the kernel starts (see execute).
+        from papermill.exceptions import PapermillExecutionError
+
+        if not isinstance(exc, PapermillExecutionError):
+            raise
         failed = f"{exc.ename}: {exc.evalue}"
         failed_cell = _failed_step(nb_path, exc.cell_index)
-    if nb_path.exists() and not args.no_html:
-        write_html(nb_path, html_path)
     leaks = scan_outputs([nb_path, html_path, record_path])
     record: dict[str, Any] = json.loads(record_path.read_text()) if record_path.exists() else {}
     print(file=sys.stderr)
@@ -242,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     golden.set_defaults(func=cmd_golden)
     args = parser.parse_args(argv)
+    # At exit, Python's finalisation runs full garbage collections over everything papermill and
+    # nbconvert loaded (about 0.1 s); frozen objects are skipped, and the process is ending.
+    atexit.register(gc.freeze)
     code: int = args.func(args)
     return code
 

@@ -7,6 +7,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from runbook_lib.access_denied import AccessDenied, parse_access_denied
+from runbook_lib.display import task_table_html, task_table_text
 from runbook_lib.ecs import (
     ServiceState,
     TaskDefinition,
@@ -126,7 +127,7 @@ class Diagnosis(Shows):
 
     def __str__(self) -> str:
         parts = [str(self.service), "", "Newest stopped tasks:"]
-        parts.append(self.frame.to_string(index=False) if self.stopped else "  none")
+        parts.append(task_table_text(self.frame) if self.stopped else "  none")
         if self.log_lines:
             parts += ["", "Log of the newest stopped task (last lines):"]
             parts += [f"  {ln}" for ln in self.log_lines]
@@ -135,7 +136,6 @@ class Diagnosis(Shows):
         return "\n".join(parts)
 
     def _repr_html_(self) -> str:
-        from runbook_lib.display import task_table_html
 
         colour = {"task-role": "#b00020", "execution-role": "#b00020", "healthy": "#1b7f3b"}.get(
             self.cause, "#a15c00"
@@ -164,7 +164,13 @@ def diagnose(ecs: Any, logs: Any, cluster: str, service: str, task_role: str) ->
         )
     stopped_arns = list_service_tasks(ecs, cluster, service, "STOPPED")
     # The newest few are enough: each replacement fails the same way.
-    stopped = describe_tasks(ecs, cluster, stopped_arns[-100:])
+    # Tasks ECS is still stopping are listed too; only those fully STOPPED have their final
+    # fields (stoppedAt, exit code) and read the same from one look to the next.
+    stopped = [
+        t
+        for t in describe_tasks(ecs, cluster, stopped_arns[-100:])
+        if t.get("lastStatus") == "STOPPED"
+    ]
     stopped.sort(key=_created, reverse=True)
     d = Diagnosis(state, td, task_role, stopped, UNKNOWN, warnings=warnings)
     if state.running >= state.desired > 0 and state.rollout_state == "COMPLETED":

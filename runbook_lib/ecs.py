@@ -119,7 +119,7 @@ def describe_service(ecs: Any, cluster: str, service: str) -> ServiceState:
         got = ecs.describe_services(cluster=cluster, services=[service])
     except ecs.exceptions.ClusterNotFoundException:
         raise NotFound(
-            f"ECS cluster {cluster!r} does not exist in this account and region."
+            f"ECS cluster {cluster!r} does not exist in this account and region.", "cluster"
         ) from None
     services = [s for s in got.get("services", []) if s.get("status") != "INACTIVE"]
     if not services:

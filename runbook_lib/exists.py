@@ -34,7 +34,9 @@ def check_names(clients: Any, params: Params, account: str) -> dict[str, str]:
     try:
         svc = describe_service(clients("ecs"), params.cluster, params.service)
     except NotFound as exc:
-        raise NotFound(f"parameter {exc.param!r}: {exc}", exc.param) from None
+        # Which account and region were searched: a cluster "missing" is often the wrong region.
+        message = f"parameter {exc.param!r}: {str(exc).rstrip('.')} ({region_where})."
+        raise NotFound(message, exc.param) from None
     found["service"] = svc.name
     ddb = clients("dynamodb")
     try:

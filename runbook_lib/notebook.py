@@ -13,32 +13,19 @@ from runbook_lib.record import SecretInOutput
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from botocore.exceptions import (
-        ClientError,
-        ConnectionError,
-        NoCredentialsError,
-        NoRegionError,
-        ProfileNotFound,
-    )
+    from botocore.exceptions import BotoCoreError, ClientError
 
-    return (
-        RunbookError,
-        ParameterError,
-        SecretInOutput,
-        ConnectionError,
-        NoCredentialsError,
-        NoRegionError,
-        ProfileNotFound,
-        ClientError,
-    )
+    # BotoCoreError: no credentials or region, an unknown profile, an endpoint that does not
+    # answer, a connection closed mid-answer, an answer that is not AWS's; each says so in a line.
+    return (RunbookError, ParameterError, SecretInOutput, BotoCoreError, ClientError)
 
 
 def short_message(exc: BaseException) -> str:
     """One line for a known error: its class name and its own sentence."""
-    from botocore.exceptions import ConnectionError
+    from botocore.exceptions import ConnectionError, HTTPClientError
 
     text = str(exc)
-    if isinstance(exc, ConnectionError):
+    if isinstance(exc, ConnectionError | HTTPClientError):
         text += " (is the endpoint up? a lab started elsewhere may have stopped)"
     return f"{type(exc).__name__}: {text}"
 

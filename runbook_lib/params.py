@@ -131,7 +131,8 @@ def _check(name: str, value: Any, all_values: Mapping[str, Any]) -> None:
             )
         return
     if not isinstance(value, str):
-        raise _fail(name, allowed, value)
+        # YAML reads 123456789012 or true as a number or a boolean: say how to keep it text.
+        raise _fail(name, f"{allowed}, as text (in YAML, quote it)", value)
     if value == "" and optional:
         pass
     elif name == "backend":
@@ -145,6 +146,12 @@ def _check(name: str, value: Any, all_values: Mapping[str, Any]) -> None:
     if name == "profile" and value and all_values.get("backend") == "lab":
         raise ParameterError(
             name, "parameter 'profile' is only used with backend 'aws'; leave it empty for the lab."
+        )
+    if name == "endpoint_url" and value and all_values.get("backend") == "aws":
+        # The aws backend signs with real credentials: only AWS's own endpoints get the requests.
+        raise ParameterError(
+            name,
+            "parameter 'endpoint_url' is only used with backend 'lab'; leave it empty for AWS.",
         )
     if name == "execution_role" and value and value == all_values.get("task_role"):
         raise ParameterError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape
 from typing import Any
 
@@ -70,6 +70,7 @@ class Runbook:
         self.plan_result: Plan | None = None
         self.baseline: Baseline | None = None
         self.watch_result: WatchResult | None = None
+        self._write_sent = False
 
     # --- construction ---------------------------------------------------------------------------
 
@@ -98,14 +99,19 @@ class Runbook:
         try:
             yield payload
         except BaseException as exc:
+            # What the step saw before it failed (the diagnosis's cause, say) stays on record.
+            self.record.data["steps"][name] = payload
             self.record.data["timings_s"][name] = round(time.monotonic() - t0, 3)
             self.record.fail(name, exc, self.undo_command())
             raise
         self.record.step(name, payload, time.monotonic() - t0)
 
     def undo_command(self) -> str | None:
-        """The command that undoes what this run wrote (None when it wrote nothing)."""
-        if self.plan_result is not None and self.plan_result.written:
+        """The command that undoes what this run wrote (None when it wrote nothing).
+
+        A write that failed may still have landed (the answer lost on the way back), so it counts.
+        """
+        if self.plan_result is not None and (self.plan_result.written or self._write_sent):
             return self.plan_result.restore_command
         return None
 
@@ -262,8 +268,14 @@ class Runbook:
         with self._step("apply") as rec:
             c = self.connection
             assert self.plan_result is not None
-            self.baseline = Baseline.take(c.client("ecs"), self.params.cluster, self.params.service)
+            baseline = Baseline.take(c.client("ecs"), self.params.cluster, self.params.service)
+            self.baseline = baseline
+            self._write_sent = True
             apply(c.client("iam"), self.plan_result)
+            # The change is when the write landed: throttled retries can delay it, and a task
+            # denied meanwhile was denied by the old policy, not by a slow propagation.
+            if self.plan_result.written_at is not None:
+                self.baseline = replace(baseline, at=self.plan_result.written_at)
             self.record.data["steps"]["plan"] = self.plan_result.record()
             rec.update(
                 written=True, written_at=self.plan_result.written_at, undo=self.undo_command()

@@ -2,9 +2,15 @@
 
 Done when a task whose app started after the change is RUNNING and HEALTHY (its health check
 passed: the app got past its start-up Query), the service runs as many tasks as it wants, and no
-AccessDenied appeared in the logs since the change. Polling starts quick and backs off while
-nothing changes, never beyond :data:`MAX_INTERVAL_S`, and each poll makes one call in the common
-case (``describe_tasks`` of the task being watched).
+task still running logged an AccessDenied since the change (a task denied since the change that
+has stopped, even one that came and went between two polls, counts as not saved by the change
+yet: IAM's propagation delay). Polling starts quick (:data:`MIN_INTERVAL_S`: the task may be
+about to settle) and slows to one poll every :data:`MAX_INTERVAL_S` while a task is starting, or
+:data:`SETTLE_INTERVAL_S` while it is RUNNING and waits for its health check, counted from the
+start of one poll to the start of the next; each poll makes one call in the common case (``describe_tasks`` of
+the task being watched). A change seen does not speed polling up again: ECS's steps last seconds,
+and a task that keeps failing (a slow IAM propagation) would otherwise keep the watch polling at
+the quickest rate for as long as it lasts.
 """
 
 from __future__ import annotations
@@ -29,7 +35,13 @@ from runbook_lib.errors import WatchTimeout
 from runbook_lib.shows import Shows
 
 MIN_INTERVAL_S = 0.5
+#: The longest wait between two polls while a task is starting (before RUNNING) or none is known.
 MAX_INTERVAL_S = 2.0
+#: The wait while every watched task is RUNNING and waits for its first passing health check
+#: (at AWS's pace tens of seconds: the carts check runs every 10 s after a 60 s start period).
+#: Slower polling there keeps the watch under 30 calls a minute; HEALTHY is still seen within
+#: one interval.
+SETTLE_INTERVAL_S = 4.0
 #: Without a container health check, how long RUNNING must last to count as settled.
 SETTLE_WITHOUT_HEALTHCHECK_S = 30.0
 
@@ -154,7 +166,8 @@ def watch(
         return arn not in done_with and (baseline is None or arn not in baseline.healthy)
 
     while True:
-        elapsed = clock() - t0
+        polled_at = clock()
+        elapsed = polled_at - t0
         changed = False
         result.polls += 1
         if not watching:
@@ -188,7 +201,17 @@ def watch(
                         running_seen_at = clock()
                     svc = describe_service(ecs, cluster, service)
                     if svc.running >= svc.desired:
-                        denial = _denials_since(logs, td, baseline, done_with)
+                        denials = _denials_since(logs, td, baseline, done_with)
+                        # A task can start, be denied and stop between two polls: its denial
+                        # counts as a task the change did not save yet, not against this one.
+                        for m in _stopped_since(ecs, cluster, arn, denials):
+                            done_with.add(m["taskArn"])
+                            result.failed_after_change.append(m)
+                            denials.pop(task_id(m["taskArn"]), None)
+                            result.timeline.append(
+                                (elapsed, f"task {task_id(m['taskArn'])} STOPPED")
+                            )
+                        denial = next(iter(denials.values()), None)
                         if denial is None:
                             result.outcome = "running"
                             result.task = t
@@ -207,8 +230,13 @@ def watch(
             view.update(elapsed, _status_line(seen, result, elapsed), frame, changed)
         if elapsed >= timeout_s:
             break
-        interval = MIN_INTERVAL_S if changed else min(interval * 2, MAX_INTERVAL_S)
-        sleep(min(interval, max(0.0, timeout_s - elapsed)))
+        settling = bool(watching) and all(
+            seen.get(a, {}).get("lastStatus") == "RUNNING" for a in watching
+        )
+        this = min(interval, SETTLE_INTERVAL_S if settling else MAX_INTERVAL_S)
+        wake_at = min(polled_at + this, t0 + timeout_s)
+        interval = min(interval * 2, SETTLE_INTERVAL_S)
+        sleep(max(0.0, wake_at - clock()))
 
     result.elapsed_s = clock() - t0
     # What the result shows: the settled task and those the change did not save, not every task
@@ -260,12 +288,25 @@ def _last_denial(logs: Any, td: TaskDefinition, tid: str) -> tuple[str | None, i
     return None, None
 
 
+def _stopped_since(
+    ecs: Any, cluster: str, like_arn: str, denials: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The tasks named in ``denials`` (by id) that have stopped, described now."""
+    if not denials:
+        return []
+    prefix = like_arn.rsplit("/", 1)[0]
+    tasks = describe_tasks(ecs, cluster, [f"{prefix}/{tid}" for tid in denials])
+    return [t for t in tasks if t.get("lastStatus") == "STOPPED"]
+
+
 def _denials_since(
     logs: Any, td: TaskDefinition, baseline: Baseline | None, counted: set[str]
-) -> str | None:
-    """A new AccessDenied line in the service's logs since the change, not already counted."""
+) -> dict[str, str]:
+    """New AccessDenied lines in the service's logs since the change, by task id (the first
+    line of each task), leaving out tasks already counted."""
+    found: dict[str, str] = {}
     if td.log_group is None or baseline is None:
-        return None
+        return found
     got = logs.filter_log_events(
         logGroupName=td.log_group,
         logStreamNamePrefix=td.log_stream_prefix or "",
@@ -276,5 +317,5 @@ def _denials_since(
     for e in got.get("events", []):
         stream_task = e.get("logStreamName", "").rsplit("/", 1)[-1]
         if stream_task not in skip and parse_access_denied(e["message"]) is not None:
-            return str(e["message"]).strip()
-    return None
+            found.setdefault(stream_task, str(e["message"]).strip())
+    return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,7 +10,13 @@ import pytest
 
 from runbook_lib.ecs import TaskDefinition
 from runbook_lib.errors import WatchTimeout
-from runbook_lib.watch import MAX_INTERVAL_S, MIN_INTERVAL_S, Baseline, watch
+from runbook_lib.watch import (
+    MAX_INTERVAL_S,
+    MIN_INTERVAL_S,
+    SETTLE_INTERVAL_S,
+    Baseline,
+    watch,
+)
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 TD = TaskDefinition(
@@ -179,7 +186,7 @@ def test_timeout_names_the_last_stop_reason_and_log_line() -> None:
     assert "within 10 s" in msg and "EssentialContainerExited" in msg and "dynamodb:Query" in msg
 
 
-def test_polling_backs_off_to_the_cap_and_resets_on_change() -> None:
+def test_polling_backs_off_to_the_cap() -> None:
     frames = [[task(2, "PROVISIONING")]] * 8 + [[task(2, "RUNNING", "HEALTHY")]]
     result, ecs, clock = run(frames, Baseline(frozenset(), 0.0))
     assert result.outcome == "running"
@@ -189,6 +196,55 @@ def test_polling_backs_off_to_the_cap_and_resets_on_change() -> None:
     # While a known task is starting, each poll is one describe_tasks call.
     polls = ecs.calls[ecs.calls.index("describe_tasks") :]
     assert polls.count("list_tasks") == 0
+
+
+def test_a_change_does_not_bring_back_quick_polling() -> None:
+    """A task that keeps changing (one failing over and over) is polled at the cap, not faster."""
+    steps = ["PROVISIONING", "PENDING", "ACTIVATING", "RUNNING"] * 3
+    frames = [[task(2, s)] for s in steps] + [[task(2, "RUNNING", "HEALTHY")]]
+    result, _, clock = run(frames, Baseline(frozenset(), 0.0))
+    assert result.outcome == "running"
+    assert clock.sleeps[:3] == [MIN_INTERVAL_S, 2 * MIN_INTERVAL_S, MAX_INTERVAL_S]
+    assert all(s in (MAX_INTERVAL_S, SETTLE_INTERVAL_S) for s in clock.sleeps[2:])
+    # Each sleep follows a poll; a poll that saw the task starting is followed by the 2 s cap.
+    for step, slept in zip(steps[2:], clock.sleeps[2:], strict=False):
+        assert slept == (SETTLE_INTERVAL_S if step == "RUNNING" else MAX_INTERVAL_S), (step, slept)
+
+
+def test_a_running_task_waiting_for_its_health_check_is_polled_more_slowly() -> None:
+    """Under 30 calls a minute at AWS's pace: 2 s while starting, 4 s while RUNNING and waiting."""
+    frames = (
+        [[task(2, "PENDING")]] * 5 + [[task(2, "RUNNING")]] * 15 + [[task(2, "RUNNING", "HEALTHY")]]
+    )
+    result, ecs, clock = run(frames, Baseline(frozenset(), 0.0), timeout=300)
+    assert result.outcome == "running"
+    assert clock.sleeps[5:19] == [SETTLE_INTERVAL_S] * 14
+    minutes = clock.t / 60
+    assert len(ecs.calls) / minutes <= 30, (len(ecs.calls), clock.t)
+
+
+def test_the_interval_runs_from_poll_start_to_poll_start() -> None:
+    """A slow answer does not stretch the time between two polls beyond the cap."""
+    frames = [[task(2, "PENDING")]] * 6 + [[task(2, "RUNNING", "HEALTHY")]]
+    ecs, clock = FakeECS(frames), Clock()
+    starts: list[float] = []
+    describe = ecs.describe_tasks
+
+    def slow_describe(cluster: str, tasks: list[str]) -> dict[str, Any]:
+        starts.append(clock.t)
+        clock.t += 0.3  # the answer takes 0.3 s
+        return describe(cluster, tasks)
+
+    def sleep(s: float) -> None:
+        clock.sleep(s)
+        ecs.i += 1
+
+    ecs.describe_tasks = slow_describe  # type: ignore[method-assign]
+    result = watch(ecs, FakeLogs(), TD, "c", "carts", None, 60, sleep=sleep, clock=clock)
+    assert result.outcome == "running"
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert gaps[:2] == pytest.approx([MIN_INTERVAL_S, 2 * MIN_INTERVAL_S])
+    assert gaps[2:] == pytest.approx([MAX_INTERVAL_S] * (len(gaps) - 2))
 
 
 def test_a_task_running_but_not_yet_healthy_at_the_change_is_watched() -> None:
@@ -212,3 +268,39 @@ def test_a_denial_logged_before_the_change_does_not_count_against_it() -> None:
 def test_without_a_write_the_already_running_task_counts() -> None:
     result, _, _ = run([[task(1, "RUNNING", "HEALTHY")]], None)
     assert result.outcome == "running" and result.polls == 1
+
+
+class LogsWithDenials(FakeLogs):
+    """Logs whose service-wide search finds a start-up denial of the given tasks."""
+
+    def __init__(self, found: set[str]) -> None:
+        super().__init__(found)
+        self.found = found
+
+    def filter_log_events(self, **kw: Any) -> dict[str, Any]:
+        events = self.get_log_events
+        return {
+            "events": [
+                {"logStreamName": f"carts-service/application/{tid}", **e}
+                for tid in sorted(self.found)
+                for e in events(logStreamName=f"carts-service/application/{tid}")["events"]
+            ]
+        }
+
+
+def test_a_denied_task_the_polls_missed_counts_and_the_watch_ends() -> None:
+    """Between two polls a task can start, be denied and stop (IAM's propagation delay); the
+    service's log shows it. It counts as denied after the change, not against the settled task."""
+    frames = [
+        [task(3, "RUNNING", "HEALTHY"), task(2, "STOPPED", stop="EssentialContainerExited")],
+    ]
+    result, _, _ = run(frames, Baseline(frozenset(), 0.0), logs=LogsWithDenials({f"{2:032x}"}))
+    assert result.outcome == "running" and result.task["taskArn"].endswith(f"{3:032x}")
+    assert [t["taskArn"][-1] for t in result.failed_after_change] == ["2"]
+    assert result.record()["propagation_delay_seen"] is True
+
+
+def test_a_denial_in_the_running_task_own_log_keeps_the_watch_going() -> None:
+    frames = [[task(3, "RUNNING", "HEALTHY")]]
+    with pytest.raises(WatchTimeout, match="is not authorized"):
+        run(frames, Baseline(frozenset(), 0.0), timeout=5, logs=LogsWithDenials({f"{3:032x}"}))

@@ -36,7 +36,7 @@ class LabConfig:
     execution_role_fault: str | None = None
     #: Failed carts tasks a new (or reset) lab has behind it when it answers: at step 3.2 the
     #: learner has watched carts fail for a while, and the diagnosis reads the newest few.
-    history: int = 3
+    history: int = 4
 
     def __post_init__(self) -> None:
         if not _number(self.time_scale) or not 0.0001 <= self.time_scale <= 10:

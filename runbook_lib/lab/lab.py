@@ -30,6 +30,9 @@ _accounts_in_use: set[str] = set()
 #: A bound on playing the history (a lab whose tasks cannot fail would otherwise wait forever).
 HISTORY_TIMEOUT_S = 10.0
 
+#: IAM actions that only read; every other IAM action a client sends counts as a write.
+IAM_READ_PREFIXES = ("Get", "List", "Simulate")
+
 
 class Lab:
     """A local AWS on loopback holding the broken workshop account of step 3.2.
@@ -57,6 +60,9 @@ class Lab:
         )
         self.scheduler: ServiceScheduler | None = None
         self.seeded: Seeded | None = None
+        #: IAM write actions clients sent since the lab was seeded, in order (the seed's own
+        #: writes do not count).
+        self.iam_writes: list[str] = []
         self._server = LabServer(lambda: LabApp(self), port)
         self._stopped = False
 
@@ -71,7 +77,7 @@ class Lab:
         ``port`` 0 picks a free port. Raises :class:`~runbook_lib.lab.errors.PortInUse` for a
         busy port and :class:`LabError` when a lab of the same account already runs here.
         """
-        from runbook_lib.lab.moto_patches import pin_task_lifecycle
+        from runbook_lib.lab.moto_patches import pin_task_lifecycle, shared_botocore_loader
 
         params = params or Params()
         config = config or LabConfig()
@@ -83,16 +89,21 @@ class Lab:
                     "or give this one another account_id"
                 )
             _accounts_in_use.add(account)
+        with shared_botocore_loader():  # moto's first set-up in a process reads botocore's data
+            try:
+                lab = cls(params, config, port)
+            except BaseException:
+                with _accounts_lock:
+                    _accounts_in_use.discard(account)
+                raise
+            pin_task_lifecycle()
+            try:
+                with MOTO_LOCK:
+                    lab._build()
+            except BaseException:
+                lab.stop()
+                raise
         try:
-            lab = cls(params, config, port)
-        except BaseException:
-            with _accounts_lock:
-                _accounts_in_use.discard(account)
-            raise
-        pin_task_lifecycle()
-        try:
-            with MOTO_LOCK:
-                lab._build()
             lab.world.runtime.start()
             lab._server.start()
             lab._play_history()
@@ -130,6 +141,7 @@ class Lab:
         world = self.world
         world.runtime.clear()
         world.backends.reset()
+        self.iam_writes = []
         world.logs.forget()
         world.histories.clear()
         world.seeds = Seeds.from_seed(self.config.seed)
@@ -236,6 +248,7 @@ class Lab:
                 "seed": self.config.seed,
                 "faults": self.world.faults.as_dict(),
                 "task_role_policies": sorted(role),
+                "iam_writes": list(self.iam_writes),
                 "process_errors": list(self.world.runtime.failures[-10:]),
                 "tasks": [
                     {
@@ -268,6 +281,8 @@ class Lab:
     def after_request(self, service: str, operation: str) -> None:
         """Called with MOTO_LOCK held after moto answered a request."""
         if service == "iam":
+            if not operation.startswith(IAM_READ_PREFIXES):
+                self.iam_writes.append(operation or "(unknown IAM action)")
             self.world.observe_policies()
 
     def throttle_now(self) -> bool:

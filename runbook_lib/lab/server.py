@@ -7,6 +7,9 @@ The wrapper (:class:`LabApp`)
 - tells moto which account answers (the ``x-moto-account-id`` header, so the hosting process's
   environment stays untouched);
 - answers a share of calls with the service's throttling error when the knob says so;
+- answers an action moto does not implement with HTTP 501 ``NotImplemented`` in the service's
+  error shape (a client sees a ClientError it can handle, not an HTML page);
+- tells the lab which IAM action each request was, so that it can count the writes;
 - holds :data:`MOTO_LOCK` while moto works, because moto is not thread-safe and the
   scheduler thread edits the same objects.
 
@@ -17,11 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import socket
 import threading
 from collections.abc import Callable, Iterable
+from html import escape
 from typing import Any, Protocol
+from urllib.parse import parse_qs
 
 from runbook_lib.lab.backends import MOTO_LOCK
 from runbook_lib.lab.errors import LabConfigError, PortInUse
@@ -65,20 +71,59 @@ def json_operation(environ: dict[str, Any]) -> str:
     return str(environ.get("HTTP_X_AMZ_TARGET", "")).rpartition(".")[2]
 
 
+#: Services whose requests name the action in a form body (``Action=PutRolePolicy``).
+QUERY_SERVICES = frozenset({"iam", "sts"})
+
+
+def query_action(environ: dict[str, Any]) -> str:
+    """The ``Action`` of a query-protocol request; the body stays readable for moto."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    if length <= 0:
+        return ""
+    raw = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(raw)
+    return str(parse_qs(raw.decode("utf-8", "replace")).get("Action", [""])[0])
+
+
+def not_implemented_error(service: str, message: str) -> tuple[bytes, int, dict[str, str]]:
+    """HTTP 501 ``NotImplemented`` in ``service``'s error shape (botocore does not retry it)."""
+    if service in QUERY_SERVICES or service == "ec2":
+        body = (
+            "<ErrorResponse><Error><Type>Sender</Type><Code>NotImplemented</Code>"
+            f"<Message>{escape(message)}</Message></Error><RequestId>lab</RequestId></ErrorResponse>"
+        ).encode()
+        return body, 501, {"Content-Type": "text/xml"}
+    body = json.dumps({"__type": "NotImplemented", "message": message}).encode()
+    return body, 501, {"Content-Type": "application/x-amz-json-1.1"}
+
+
+def backend_app(service: Any) -> Any:
+    """moto's Flask app for ``service``, with actions moto lacks answered by a 501."""
+    from moto.moto_server.werkzeug_app import create_backend_app
+
+    app = create_backend_app(service)
+    app.register_error_handler(
+        NotImplementedError,
+        lambda exc: not_implemented_error(str(service), f"the lab does not implement this: {exc}"),
+    )
+    return app
+
+
 class LabApp:
     """The WSGI application the lab serves (moto inside)."""
 
     def __init__(self, controls: Controls) -> None:
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
         self.controls = controls
-        self.moto = DomainDispatcherApplication(create_backend_app)
+        self.moto = DomainDispatcherApplication(backend_app)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if str(environ.get("PATH_INFO", "")).startswith("/_lab/"):
             return self._control(environ, start_response)
         environ["HTTP_X_MOTO_ACCOUNT_ID"] = self.controls.account_id
-        service, operation = signing_service(environ), json_operation(environ)
+        service = signing_service(environ)
+        operation = query_action(environ) if service in QUERY_SERVICES else json_operation(environ)
         if service in THROTTLED_SERVICES and self.controls.throttle_now():
             error = throttling_error(service, operation, self.controls.request_id())
             if error is not None:

@@ -1,0 +1,742 @@
+"""``make reliability``: the bad-input and fault matrix, printed as a table.
+
+Each case says what the runbook must do, what it did, and how many IAM writes the lab saw (every
+mutating IAM call that reached the lab's HTTP layer: ``Lab.iam_writes``). The last line counts the
+cases, those handled, and the IAM writes made by runs that had to stop before writing.
+
+- Bad parameter values go through what the CLI and the notebook's first cell run
+  (``Params.from_mapping``, ``load_params_file``) in this process; a few go through the real CLI,
+  which must exit 2 with one line before a kernel starts.
+- Names that do not exist, and every fault, run the real CLI (papermill) against a lab started
+  here, with the fault knob set (``Lab.set_faults``) or the failure staged.
+- Every CLI run has credentials in its environment; no output file, stdout or stderr may hold
+  them or anything shaped like one.
+
+    .venv/bin/python benchmarks/reliability.py            # or: make reliability
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runbook_lib.lab import Lab
+from runbook_lib.params import LAB_DEFAULT_ACCOUNT, ParameterError, Params, params_from_file
+from runbook_lib.policy import render_policy, same_policy
+from runbook_lib.record import find_secrets
+
+ROOT = Path(__file__).resolve().parents[1]
+STEM = "fix-iam-permissions"
+ROLE = Params().task_role
+POLICY = Params().policy_name
+OTHER_ACCOUNT = "210987654321"
+FAKE_KEY_ID = "AKIAQ3EGRELIABILITY7"
+FAKE_SECRET = "m8Kq2vT9xLr4Wn7Bz1Yc5Hd0Jf6Gp3Se8Ua2Vb4X"
+FAKE_TOKEN = "IQoJb3JpZ2luX2VjEXAMPLEsessionTOKENforTHEreliabilityMATRIX0123456789abcdefABCDEF=="
+SECRETS = (FAKE_KEY_ID, FAKE_SECRET, FAKE_TOKEN)
+OBSERVED_WIDTH = 200
+
+
+@dataclass
+class Case:
+    name: str
+    expected: str
+    observed: str
+    writes: int
+    handled: bool
+    refused: bool  # the run had to stop before writing (failed validation)
+
+
+@dataclass
+class CliRun:
+    proc: subprocess.CompletedProcess[str]
+    record: dict[str, Any]
+    out: Path
+
+    @property
+    def stderr(self) -> str:
+        return self.proc.stderr
+
+    def error_outputs(self) -> list[dict[str, Any]]:
+        path = self.out / f"{STEM}.ipynb"
+        if not path.exists():
+            return []
+        nb = json.loads(path.read_text())
+        return [
+            o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"
+        ]
+
+    def leaks(self) -> list[str]:
+        """Where a credential (or something shaped like one) shows up."""
+        texts = [(self.proc.stdout, "stdout"), (self.proc.stderr, "stderr")]
+        texts += [
+            (p.read_text(errors="replace"), p.name) for p in self.out.iterdir() if p.is_file()
+        ]
+        return [
+            where for text, where in texts if find_secrets(text) or any(s in text for s in SECRETS)
+        ]
+
+    def short_failure(self) -> bool:
+        """Exit 1 with sentences: no traceback in stderr, one one-line error in the notebook."""
+        errors = self.error_outputs()
+        return (
+            self.proc.returncode == 1
+            and "Traceback" not in self.stderr
+            and len(errors) == 1
+            and len(errors[0]["traceback"]) == 1
+        )
+
+    def failure_line(self) -> str:
+        for line in self.stderr.splitlines():
+            if "FAILED at step" in line:
+                return line.removeprefix("carts-runbook: ")
+        return self.stderr.strip().splitlines()[-1] if self.stderr.strip() else ""
+
+
+class Matrix:
+    def __init__(self, lab: Lab, workdir: Path) -> None:
+        self.lab = lab
+        self.workdir = workdir
+        self.cases: list[Case] = []
+        self.runs = 0
+        import boto3
+
+        self.iam = boto3.client(
+            "iam",
+            endpoint_url=lab.endpoint_url,
+            region_name=lab.region,
+            aws_access_key_id="lab",
+            aws_secret_access_key="lab",
+        )
+
+    # --- running ------------------------------------------------------------------------------
+
+    def env(self, aws_endpoint: str | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(
+            AWS_ACCESS_KEY_ID=FAKE_KEY_ID,
+            AWS_SECRET_ACCESS_KEY=FAKE_SECRET,
+            AWS_SESSION_TOKEN=FAKE_TOKEN,
+            AWS_CONFIG_FILE=os.devnull,
+            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        )
+        if aws_endpoint:
+            env["AWS_ENDPOINT_URL"] = aws_endpoint
+        return env
+
+    def cli(self, *overrides: str, aws_endpoint: str | None = None) -> CliRun:
+        self.runs += 1
+        out = self.workdir / f"run{self.runs:02d}"
+        cmd = [sys.executable, "-m", "runbook_lib", "run", "--out", str(out)]
+        for item in overrides:
+            cmd += ["-p", item]
+        proc = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=self.env(aws_endpoint)
+        )
+        out.mkdir(exist_ok=True)
+        return CliRun(proc, _record(out), out)
+
+    def inline(self) -> dict[str, Any]:
+        names = self.iam.list_role_policies(RoleName=ROLE)["PolicyNames"]
+        return {
+            n: self.iam.get_role_policy(RoleName=ROLE, PolicyName=n)["PolicyDocument"]
+            for n in names
+        }
+
+    def add(self, case: Case) -> None:
+        self.cases.append(case)
+        mark = "ok" if case.handled else "NOT HANDLED"
+        print(f"  {len(self.cases):>2} {case.name:<58} {mark}", file=sys.stderr, flush=True)
+
+    def fresh(self) -> None:
+        self.lab.reset()
+
+    # --- bad input ----------------------------------------------------------------------------
+
+    def bad_value(self, name: str, values: dict[str, Any], param: str) -> None:
+        before = len(self.lab.iam_writes)
+        try:
+            Params.from_mapping(values, source="the matrix")
+        except ParameterError as exc:
+            msg = str(exc)
+            handled = (
+                exc.name == param and repr(param) in msg and msg.endswith(".") and "\n" not in msg
+            )
+            observed = f"ParameterError: {msg}"
+        else:
+            handled, observed = False, "accepted"
+        writes = len(self.lab.iam_writes) - before
+        self.add(Case(name, f"refused, naming '{param}'", observed, writes, handled, True))
+
+    def bad_file(self, name: str, text: str | None, param: str) -> None:
+        path = self.workdir / f"params-{len(self.cases)}.yaml"
+        if text is not None:
+            path.write_text(text)
+        before = len(self.lab.iam_writes)
+        try:
+            params_from_file(path)
+        except ParameterError as exc:
+            handled = exc.name == param and "\n" not in str(exc)
+            observed = f"ParameterError: {exc}".replace(str(self.workdir), "…")
+        else:
+            handled, observed = False, "accepted"
+        writes = len(self.lab.iam_writes) - before
+        self.add(Case(name, f"refused, naming '{param}'", observed, writes, handled, True))
+
+    def bad_cli(self, name: str, overrides: list[str], phrase: str) -> None:
+        self.fresh()
+        run = self.cli(f"endpoint_url={self.lab.endpoint_url}", *overrides)
+        lines = run.stderr.strip().splitlines()
+        handled = (
+            run.proc.returncode == 2
+            and len(lines) == 1
+            and phrase in run.stderr
+            and not (run.out / f"{STEM}.ipynb").exists()
+            and not run.leaks()
+        )
+        observed = f"exit {run.proc.returncode}: {lines[-1] if lines else ''}"
+        self.add(
+            Case(
+                name,
+                "exit 2, one line, no kernel",
+                observed,
+                len(self.lab.iam_writes),
+                handled,
+                True,
+            )
+        )
+
+    def missing_name(self, name: str, override: str, param: str, phrase: str) -> None:
+        self.fresh()
+        before = self.inline()
+        run = self.cli(f"endpoint_url={self.lab.endpoint_url}", override)
+        handled = (
+            run.short_failure()
+            and run.record.get("failed_step") == "connect"
+            and f"parameter '{param}'" in run.stderr
+            and phrase in run.stderr
+            and run.record.get("undo") is None
+            and self.inline() == before
+            and not run.leaks()
+        )
+        self.add(
+            Case(
+                name,
+                f"stops in connect, naming '{param}'",
+                run.failure_line(),
+                len(self.lab.iam_writes),
+                handled,
+                True,
+            )
+        )
+
+    # --- faults -------------------------------------------------------------------------------
+
+    def throttling(self) -> None:
+        self.fresh()
+        self.lab.set_faults(throttle_rate=0.3)
+        run = self.cli(f"endpoint_url={self.lab.endpoint_url}")
+        self.lab.set_faults(throttle_rate=0.0)
+        watch = run.record.get("steps", {}).get("watch", {})
+        handled = (
+            run.proc.returncode == 0
+            and run.record.get("outcome") == "fixed: carts is RUNNING"
+            and watch.get("propagation_delay_seen") is False
+            and not run.leaks()
+        )
+        observed = f"{run.record.get('outcome')} after {run.record.get('elapsed_s')} s"
+        self.add(
+            Case(
+                "throttling: 30% of calls answered 'Throttling'",
+                "retries back off; fixed",
+                observed,
+                len(self.lab.iam_writes),
+                handled,
+                False,
+            )
+        )
+
+    def propagation(self) -> None:
+        self.fresh()
+        self.lab.set_faults(propagation_delay_s=120)
+        run = self.cli(f"endpoint_url={self.lab.endpoint_url}", "timeout_s=60")
+        watch = run.record.get("steps", {}).get("watch", {})
+        handled = (
+            run.proc.returncode == 0
+            and watch.get("outcome") == "running"
+            and watch.get("propagation_delay_seen") is True
+            and not run.leaks()
+        )
+        observed = (
+            f"{run.record.get('outcome')}; {watch.get('tasks_denied_after_change')} task(s) "
+            f"denied after the change; propagation_delay_seen={watch.get('propagation_delay_seen')}"
+        )
+        self.add(
+            Case(
+                "IAM propagation delay: 120 s (simulated)",
+                "watch goes on; delay on record",
+                observed,
+                len(self.lab.iam_writes),
+                handled,
+                False,
+            )
+        )
+
+    def execution_role(self, fault: str) -> None:
+        self.fresh()
+        before = self.inline()
+        self.lab.set_faults(execution_role_fault=fault)
+        deadline = time.monotonic() + 10
+        while not _newest_failed_to_start(self.lab) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        run = self.cli(f"endpoint_url={self.lab.endpoint_url}")
+        diag = run.record.get("steps", {}).get("diagnose", {})
+        handled = (
+            run.short_failure()
+            and run.record.get("failed_step") == "diagnose"
+            and diag.get("cause") == "execution-role"
+            and "execution role" in run.stderr
+            and self.inline() == before
+            and not run.leaks()
+        )
+        observed = f"{diag.get('cause')}: {diag.get('stopped_reason', '')}"
+        self.add(
+            Case(
+                f"execution role fails ({fault})",
+                "stops in diagnose; IAM unchanged",
+                observed,
+                len(self.lab.iam_writes),
+                handled,
+                True,
+            )
+        )
+
+    def lab_dies_in_watch(self) -> None:
+        dying = Lab.start(Params(account_id=OTHER_ACCOUNT))
+        self.runs += 1
+        out = self.workdir / f"run{self.runs:02d}"
+        try:
+            dying.set_faults(propagation_delay_s=5000)  # keeps the watch waiting
+            cmd = [sys.executable, "-m", "runbook_lib", "run", "--out", str(out)]
+            cmd += ["-p", f"endpoint_url={dying.endpoint_url}"]
+            cmd += ["-p", f"account_id='{OTHER_ACCOUNT}'", "-p", "timeout_s=120"]
+            proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=self.env(),
+            )
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                if "apply" in _record(out).get("steps", {}):
+                    break
+                time.sleep(0.02)
+            endpoint = dying.endpoint_url
+        finally:
+            dying.stop()
+        stdout, stderr = proc.communicate(timeout=120)
+        run = CliRun(
+            subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr), _record(out), out
+        )
+        undo = f"aws iam delete-role-policy --role-name {ROLE} --policy-name {POLICY}"
+        handled = (
+            run.short_failure()
+            and run.record.get("failed_step") == "watch"
+            and endpoint in run.stderr
+            and run.record.get("undo") == undo
+            and not run.leaks()
+        )
+        self.add(
+            Case(
+                "the lab dies while the run watches",
+                "stops in watch naming the endpoint; undo on record",
+                f"{run.failure_line()}; record undo: {run.record.get('undo')}",
+                len(dying.iam_writes),
+                handled,
+                False,
+            )
+        )
+
+    def closed_port(self) -> None:
+        before = len(self.lab.iam_writes)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
+            run = self.cli(f"endpoint_url={endpoint}")
+        handled = (
+            run.short_failure()
+            and run.record.get("failed_step") == "connect"
+            and endpoint in run.stderr
+            and not run.leaks()
+        )
+        self.add(
+            Case(
+                "endpoint_url: a closed port",
+                "stops in connect naming the endpoint",
+                run.failure_line(),
+                len(self.lab.iam_writes) - before,
+                handled,
+                True,
+            )
+        )
+
+    def rerun_after_interruption(self) -> None:
+        self.fresh()
+        policy = render_policy(Params(), LAB_DEFAULT_ACCOUNT)
+        # What a run cut off right after its write leaves behind.
+        self.iam.put_role_policy(RoleName=ROLE, PolicyName=POLICY, PolicyDocument=policy.text)
+        before = len(self.lab.iam_writes)
+        run = self.cli(f"endpoint_url={self.lab.endpoint_url}")
+        steps = run.record.get("steps", {})
+        plan = steps.get("plan", {})
+        handled = (
+            run.proc.returncode == 0
+            and plan.get("action") == "unchanged"
+            and plan.get("written") is False
+            and steps.get("watch", {}).get("outcome") == "running"
+            and "verify" in steps
+            and not run.leaks()
+        )
+        observed = (
+            f"plan {plan.get('action')}, written={plan.get('written')}, "
+            f"watch {steps.get('watch', {}).get('outcome')}, verify {'verify' in steps}"
+        )
+        self.add(
+            Case(
+                "run again after a run cut off after its write",
+                "sees the policy; writes nothing; verifies",
+                observed,
+                len(self.lab.iam_writes) - before,
+                handled,
+                False,
+            )
+        )
+
+    def same_named_policy(self) -> None:
+        self.fresh()
+        theirs = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "TheirsNotOurs",
+                    "Effect": "Allow",
+                    "Action": ["s3:GetObject"],
+                    "Resource": "arn:aws:s3:::carts-assets/*",
+                }
+            ],
+        }
+        self.iam.put_role_policy(
+            RoleName=ROLE, PolicyName=POLICY, PolicyDocument=json.dumps(theirs)
+        )
+        before, writes = self.inline(), len(self.lab.iam_writes)
+        run = self.cli(f"endpoint_url={self.lab.endpoint_url}", "rollback=true")
+        steps = run.record.get("steps", {})
+        plan = steps.get("plan", {})
+        after = self.inline()
+        restored = after.keys() == before.keys() and all(
+            same_policy(after[n], before[n]) for n in before
+        )
+        handled = (
+            run.proc.returncode == 0
+            and plan.get("action") == "replace"
+            and same_policy(plan.get("before") or {}, theirs)
+            and steps.get("rollback", {}).get("matches_before") is True
+            and restored
+            and not run.leaks()
+        )
+        observed = (
+            f"plan {plan.get('action')} (before kept: {same_policy(plan.get('before') or {}, theirs)}); "
+            f"rollback {steps.get('rollback', {}).get('done')}; role as before: {restored}"
+        )
+        self.add(
+            Case(
+                "a same-named inline policy is already there, rollback: true",
+                "replace shown; restored exactly",
+                observed,
+                len(self.lab.iam_writes) - writes,
+                handled,
+                False,
+            )
+        )
+
+    def wrong_account(self, backend: str) -> None:
+        self.fresh()
+        before = self.inline()
+        overrides = [f"account_id='{OTHER_ACCOUNT}'", "apply=true"]
+        if backend == "lab":
+            run = self.cli(f"endpoint_url={self.lab.endpoint_url}", *overrides)
+        else:
+            run = self.cli("backend=aws", *overrides, aws_endpoint=self.lab.endpoint_url)
+        handled = (
+            run.short_failure()
+            and run.record.get("failed_step") == "connect"
+            and "WrongAccount" in run.stderr
+            and self.inline() == before
+            and not run.leaks()
+        )
+        self.add(
+            Case(
+                f"account_id of another account (backend {backend}, apply: true)",
+                "stops in connect; nothing written",
+                run.failure_line(),
+                len(self.lab.iam_writes),
+                handled,
+                True,
+            )
+        )
+
+    def plan_only(self, backend: str) -> None:
+        self.fresh()
+        before = self.inline()
+        if backend == "lab":
+            run = self.cli(f"endpoint_url={self.lab.endpoint_url}", "apply=false")
+            label = "backend lab, apply: false"
+        else:
+            run = self.cli(
+                "backend=aws",
+                f"account_id='{LAB_DEFAULT_ACCOUNT}'",
+                aws_endpoint=self.lab.endpoint_url,
+            )
+            label = "backend aws, apply: null (credentials in the environment)"
+        handled = (
+            run.proc.returncode == 0
+            and run.record.get("outcome") == "planned: nothing written"
+            and self.inline() == before
+            and not run.leaks()
+        )
+        observed = f"{run.record.get('outcome')}; outputs scanned: {_scan_note(run.leaks())}"
+        self.add(
+            Case(
+                label,
+                "plan only; nothing written",
+                observed,
+                len(self.lab.iam_writes),
+                handled,
+                False,
+            )
+        )
+
+    def aws_writes_and_rolls_back(self) -> None:
+        self.fresh()
+        before = self.inline()
+        run = self.cli(
+            "backend=aws",
+            f"account_id='{LAB_DEFAULT_ACCOUNT}'",
+            "apply=true",
+            "rollback=true",
+            aws_endpoint=self.lab.endpoint_url,
+        )
+        leaks = run.leaks()
+        handled = (
+            run.proc.returncode == 0
+            and run.record.get("outcome") == "fixed, then rolled back"
+            and self.inline() == before
+            and not leaks
+        )
+        observed = f"{run.record.get('outcome')}; outputs scanned: {_scan_note(leaks)}"
+        self.add(
+            Case(
+                "backend aws, apply: true, rollback: true (credentials in the environment)",
+                "fixed, rolled back; no credential in any output",
+                observed,
+                len(self.lab.iam_writes),
+                handled,
+                False,
+            )
+        )
+
+
+def _record(out: Path) -> dict[str, Any]:
+    path = out / f"{STEM}.record.json"
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def _scan_note(leaks: list[str]) -> str:
+    return f"credential-like text in {', '.join(leaks)}" if leaks else "clean"
+
+
+def _newest_failed_to_start(lab: Lab) -> bool:
+    stopped = [t for t in lab.state()["tasks"] if t["lastStatus"] == "STOPPED"]
+    return bool(stopped) and stopped[-1]["stopCode"] == "TaskFailedToStart"
+
+
+ARN = f"arn:aws:iam::{LAB_DEFAULT_ACCOUNT}"
+
+#: (case, values, the parameter the message must name)
+BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
+    ("backend: 'localstack'", {"backend": "localstack"}, "backend"),
+    ("backend: '' (empty)", {"backend": ""}, "backend"),
+    ("backend: 1 (a number)", {"backend": 1}, "backend"),
+    ("region: 'us_west_2' (malformed)", {"region": "us_west_2"}, "region"),
+    ("region: '' (empty)", {"region": ""}, "region"),
+    ("region: 5 (a number)", {"region": 5}, "region"),
+    ("account_id: '12345' (too short)", {"account_id": "12345"}, "account_id"),
+    ("account_id: 123456789012 (a YAML number)", {"account_id": 123456789012}, "account_id"),
+    ("account_id: an ARN", {"account_id": f"{ARN}:root"}, "account_id"),
+    ("profile: 'has space' (backend aws)", {"backend": "aws", "profile": "has space"}, "profile"),
+    ("profile: set with backend lab", {"profile": "workshop"}, "profile"),
+    (
+        "endpoint_url: '127.0.0.1:5000' (no scheme)",
+        {"endpoint_url": "127.0.0.1:5000"},
+        "endpoint_url",
+    ),
+    (
+        "endpoint_url with backend aws",
+        {"backend": "aws", "endpoint_url": "http://127.0.0.1:5000"},
+        "endpoint_url",
+    ),
+    ("cluster: '' (empty)", {"cluster": ""}, "cluster"),
+    (
+        "cluster: an ARN",
+        {"cluster": "arn:aws:ecs:us-west-2:123456789012:cluster/retail-store-ecs-cluster"},
+        "cluster",
+    ),
+    ("service: 'a/b' (malformed)", {"service": "a/b"}, "service"),
+    ("service: null", {"service": None}, "service"),
+    ("task_role: an ARN", {"task_role": f"{ARN}:role/retailStoreEcsTaskRole"}, "task_role"),
+    ("task_role: 65 characters", {"task_role": "r" * 65}, "task_role"),
+    ("execution_role: '' (empty)", {"execution_role": ""}, "execution_role"),
+    (
+        "execution_role: the task role's name",
+        {"execution_role": "retailStoreEcsTaskRole"},
+        "execution_role",
+    ),
+    ("policy_name: 'Carts Policy' (a space)", {"policy_name": "Carts Policy"}, "policy_name"),
+    ("policy_name: an ARN", {"policy_name": f"{ARN}:policy/CartsDynamoPolicy"}, "policy_name"),
+    ("table: 'ab' (too short)", {"table": "ab"}, "table"),
+    (
+        "table: an ARN",
+        {"table": "arn:aws:dynamodb:us-west-2:123456789012:table/retail-store-ecs-carts"},
+        "table",
+    ),
+    ("index: 'idx global' (a space)", {"index": "idx global"}, "index"),
+    ("index: ['idx'] (a list)", {"index": ["idx"]}, "index"),
+    ("policy_scope: 'admin'", {"policy_scope": "admin"}, "policy_scope"),
+    ("apply: 'yes' (text)", {"apply": "yes"}, "apply"),
+    ("apply: 1 (a number)", {"apply": 1}, "apply"),
+    ("rollback: null", {"rollback": None}, "rollback"),
+    ("rollback: 'false' (text)", {"rollback": "false"}, "rollback"),
+    ("timeout_s: -1", {"timeout_s": -1}, "timeout_s"),
+    ("timeout_s: '300' (text)", {"timeout_s": "300"}, "timeout_s"),
+    ("timeout_s: NaN", {"timeout_s": float("nan")}, "timeout_s"),
+    ("timeout_s: 99999 (over an hour)", {"timeout_s": 99999}, "timeout_s"),
+    ("unknown parameter 'regoin'", {"regoin": "us-west-2"}, "regoin"),
+]
+
+BAD_FILES: list[tuple[str, str | None]] = [
+    ("params file: not YAML", "backend: [lab\n"),
+    ("params file: a list, not a mapping", "- backend\n"),
+    ("params file: missing", None),
+]
+
+BAD_CLI: list[tuple[str, list[str], str]] = [
+    (
+        "CLI -p account_id=123456789012 (a YAML number)",
+        ["account_id=123456789012"],
+        "parameter 'account_id'",
+    ),
+    (
+        "CLI -p backend=aws with endpoint_url",
+        ["backend=aws"],
+        "parameter 'endpoint_url' is only used with backend 'lab'",
+    ),
+    (
+        "CLI -p task_role=<an ARN>",
+        [f"task_role={ARN}:role/retailStoreEcsTaskRole"],
+        "parameter 'task_role'",
+    ),
+    ("CLI -p timeout_s=soon", ["timeout_s=soon"], "parameter 'timeout_s'"),
+    ("CLI -p apply (no value)", ["apply"], "option -p takes NAME=VALUE"),
+]
+
+#: (case, override, the parameter the message must name, a phrase it must hold)
+MISSING: list[tuple[str, str, str, str]] = [
+    ("task_role that does not exist", "task_role=noSuchRole", "task_role", "'noSuchRole'"),
+    (
+        "execution_role that does not exist",
+        "execution_role=noSuchExecRole",
+        "execution_role",
+        "'noSuchExecRole'",
+    ),
+    ("cluster that does not exist", "cluster=no-such-cluster", "cluster", "'no-such-cluster'"),
+    ("service that does not exist", "service=no-such-service", "service", "'no-such-service'"),
+    ("table that does not exist", "table=no-such-table", "table", "'no-such-table'"),
+    ("index that does not exist", "index=no_such_index", "index", "no index 'no_such_index'"),
+    ("region where nothing was set up", "region=eu-west-1", "cluster", "region eu-west-1"),
+]
+
+
+def table(cases: list[Case]) -> list[str]:
+    def cell(text: str) -> str:
+        text = " ".join(str(text).split()).replace("|", "/")
+        return text if len(text) <= OBSERVED_WIDTH else text[: OBSERVED_WIDTH - 1] + "…"
+
+    lines = [
+        "| # | case | expected | observed | AWS writes made | handled |",
+        "| ---: | --- | --- | --- | ---: | --- |",
+    ]
+    for i, c in enumerate(cases, 1):
+        lines.append(
+            f"| {i} | {cell(c.name)} | {cell(c.expected)} | {cell(c.observed)} | {c.writes} | "
+            f"{'yes' if c.handled else '**NO**'} |"
+        )
+    return lines
+
+
+def main() -> int:
+    t0 = time.monotonic()
+    print("reliability matrix: starting a lab", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="reliability-") as tmp, Lab.start(Params()) as lab:
+        m = Matrix(lab, Path(tmp))
+        for name, values, param in BAD_VALUES:
+            m.bad_value(name, values, param)
+        for name, text in BAD_FILES:
+            m.bad_file(name, text, "params")
+        for name, overrides, phrase in BAD_CLI:
+            m.bad_cli(name, overrides, phrase)
+        for name, override, param, phrase in MISSING:
+            m.missing_name(name, override, param, phrase)
+        steps: list[Callable[[], None]] = [
+            m.throttling,
+            m.propagation,
+            lambda: m.execution_role("pull"),
+            lambda: m.execution_role("logs"),
+            m.lab_dies_in_watch,
+            m.closed_port,
+            m.rerun_after_interruption,
+            m.same_named_policy,
+            lambda: m.wrong_account("lab"),
+            lambda: m.wrong_account("aws"),
+            lambda: m.plan_only("lab"),
+            lambda: m.plan_only("aws"),
+            m.aws_writes_and_rolls_back,
+        ]
+        for step in steps:
+            step()
+        cases = m.cases
+    handled = sum(c.handled for c in cases)
+    refused_writes = sum(c.writes for c in cases if c.refused)
+    print(f"({time.monotonic() - t0:.0f} s)", file=sys.stderr)
+    for line in table(cases):
+        print(line)
+    print()
+    print(f"{len(cases)} cases, {handled} handled, {refused_writes} writes on failed validation")
+    return 0 if handled == len(cases) and refused_writes == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
