@@ -159,6 +159,7 @@ def watch(
     seen: dict[str, dict[str, Any]] = {}
     watching: list[str] = []
     done_with: set[str] = set()
+    stopped: list[dict[str, Any]] = []  # watched tasks seen STOPPED
     interval = MIN_INTERVAL_S
     running_seen_at: float | None = None
 
@@ -187,29 +188,34 @@ def watch(
                     changed = True
                     result.timeline.append((elapsed, f"task {task_id(arn)} {state}"))
                 if t.get("lastStatus") == "STOPPED":
+                    # Whether the change had reached it is read from the logs once, when a task
+                    # settles (one search for every task), not with a log read per stopped task.
                     done_with.add(arn)
+                    stopped.append(t)
                     result.last_stop_reason = (
                         f"{t.get('stopCode', '')}: {t.get('stoppedReason', '')}"
                     )
-                    line, at_ms = _last_denial(logs, td, task_id(arn))
-                    result.last_log_line = line or result.last_log_line
-                    # A task whose Query was denied before the change failed for the old policy.
-                    if baseline is None or at_ms is None or at_ms >= baseline.at * 1000:
-                        result.failed_after_change.append(t)
                 elif _settled(t, has_health_check, time.time()):
                     if running_seen_at is None:
                         running_seen_at = clock()
                     svc = describe_service(ecs, cluster, service)
                     if svc.running >= svc.desired:
-                        denials = _denials_since(logs, td, baseline, done_with)
+                        denials = _denials_since(logs, td, baseline)
+                        lines = dict(denials)
+                        result.failed_after_change = _not_reached(stopped, denials, baseline)
                         # A task can start, be denied and stop between two polls: its denial
-                        # counts as a task the change did not save yet, not against this one.
+                        # counts as a task the change did not reach yet, not against this one.
                         for m in _stopped_since(ecs, cluster, arn, denials):
                             done_with.add(m["taskArn"])
+                            stopped.append(m)
                             result.failed_after_change.append(m)
                             denials.pop(task_id(m["taskArn"]), None)
                             result.timeline.append(
                                 (elapsed, f"task {task_id(m['taskArn'])} STOPPED")
+                            )
+                        for m in result.failed_after_change:
+                            result.last_log_line = lines.get(task_id(m["taskArn"]), "") or (
+                                result.last_log_line
                             )
                         denial = next(iter(denials.values()), None)
                         if denial is None:
@@ -251,6 +257,8 @@ def watch(
             result.outcome == "running",
         )
     if result.outcome != "running":
+        if stopped and not result.last_log_line:
+            result.last_log_line = _last_denial(logs, td, task_id(stopped[-1]["taskArn"])) or ""
         result.message = (
             f"no carts task settled in RUNNING within {timeout_s:g} s. "
             f"Last stop: {result.last_stop_reason or 'none seen'}. "
@@ -269,23 +277,41 @@ def _status_line(seen: dict[str, dict[str, Any]], result: WatchResult, elapsed: 
     return f"{elapsed:.1f} s: {now}; {n_failed} stopped since the change"
 
 
-def _last_denial(logs: Any, td: TaskDefinition, tid: str) -> tuple[str | None, int | None]:
-    """The task's last AccessDenied log line and its timestamp (ms), if it logged one."""
+def _last_denial(logs: Any, td: TaskDefinition, tid: str) -> str | None:
+    """The task's last AccessDenied log line, if it logged one."""
     if td.log_group is None:
-        return None, None
+        return None
     stream = td.log_stream(tid)
     if stream is None:
-        return None, None
+        return None
     try:
         got = logs.get_log_events(
             logGroupName=td.log_group, logStreamName=stream, limit=40, startFromHead=False
         )
     except logs.exceptions.ResourceNotFoundException:
-        return None, None
+        return None
     for event in reversed(got.get("events", [])):
         if parse_access_denied(event["message"]) is not None:
-            return str(event["message"]).strip(), int(event.get("timestamp", 0))
-    return None, None
+            return str(event["message"]).strip()
+    return None
+
+
+def _not_reached(
+    stopped: list[dict[str, Any]], denials: dict[str, str], baseline: Baseline | None
+) -> list[dict[str, Any]]:
+    """The stopped tasks the change had not reached: denied since the change (found in
+    ``denials``, which this empties of them), or failed otherwise. A task that exited after a
+    denial from before the change failed for the old policy and is left out."""
+    out = []
+    for t in stopped:
+        tid = task_id(t["taskArn"])
+        if (
+            baseline is None
+            or denials.pop(tid, None) is not None
+            or t.get("stopCode") != "EssentialContainerExited"
+        ):
+            out.append(t)
+    return out
 
 
 def _stopped_since(
@@ -299,11 +325,9 @@ def _stopped_since(
     return [t for t in tasks if t.get("lastStatus") == "STOPPED"]
 
 
-def _denials_since(
-    logs: Any, td: TaskDefinition, baseline: Baseline | None, counted: set[str]
-) -> dict[str, str]:
-    """New AccessDenied lines in the service's logs since the change, by task id (the first
-    line of each task), leaving out tasks already counted."""
+def _denials_since(logs: Any, td: TaskDefinition, baseline: Baseline | None) -> dict[str, str]:
+    """AccessDenied lines in the service's logs since the change, by task id (the first line of
+    each task), leaving out the tasks that were already healthy at the change."""
     found: dict[str, str] = {}
     if td.log_group is None or baseline is None:
         return found
@@ -313,7 +337,7 @@ def _denials_since(
         startTime=int(baseline.at * 1000),
         filterPattern='"is not authorized to perform"',
     )
-    skip = {task_id(a) for a in counted | set(baseline.healthy)}
+    skip = {task_id(a) for a in baseline.healthy}
     for e in got.get("events", []):
         stream_task = e.get("logStreamName", "").rsplit("/", 1)[-1]
         if stream_task not in skip and parse_access_denied(e["message"]) is not None:
