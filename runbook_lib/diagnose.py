@@ -69,6 +69,9 @@ class Diagnosis(Shows):
     stopped_reason: str = ""
     log_lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Set when the service's task definition runs as another role than ``task_role``: a policy
+    #: on ``task_role`` would not reach carts. The sentence that says so.
+    role_mismatch: str | None = None
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -156,12 +159,14 @@ def diagnose(ecs: Any, logs: Any, cluster: str, service: str, task_role: str) ->
     state = describe_service(ecs, cluster, service)
     td = describe_task_definition(ecs, state.task_definition)
     warnings: list[str] = []
+    mismatch: str | None = None
     td_role = td.task_role_arn.rsplit("/", 1)[-1] if td.task_role_arn else ""
     if td_role != task_role:
-        warnings.append(
+        mismatch = (
             f"the task definition {td.arn.rsplit('/', 1)[-1]} uses task role {td_role or '(none)'}, "
             f"not {task_role} (parameter 'task_role'): a policy on {task_role} would not reach carts."
         )
+        warnings.append(mismatch)
     stopped_arns = list_service_tasks(ecs, cluster, service, "STOPPED")
     # The newest few are enough: each replacement fails the same way.
     # Tasks ECS is still stopping are listed too; only those fully STOPPED have their final
@@ -172,7 +177,7 @@ def diagnose(ecs: Any, logs: Any, cluster: str, service: str, task_role: str) ->
         if t.get("lastStatus") == "STOPPED"
     ]
     stopped.sort(key=_created, reverse=True)
-    d = Diagnosis(state, td, task_role, stopped, UNKNOWN, warnings=warnings)
+    d = Diagnosis(state, td, task_role, stopped, UNKNOWN, warnings=warnings, role_mismatch=mismatch)
     if state.running >= state.desired > 0 and state.rollout_state == "COMPLETED":
         d.cause = HEALTHY
         return d

@@ -165,9 +165,9 @@ class Runbook:
             if d.cause == EXECUTION_ROLE:
                 _show(d)
                 raise WrongCause(d.headline())
-            if any("not " + self.params.task_role in w for w in d.warnings):
+            if d.role_mismatch is not None:
                 _show(d)
-                raise WrongCause(d.warnings[0])
+                raise WrongCause(d.role_mismatch)
             return d
 
     # --- 3. policy ------------------------------------------------------------------------------

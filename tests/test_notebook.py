@@ -258,3 +258,24 @@ def test_golden_notebook_matches_a_fresh_lab_run_under_strict_nbval() -> None:
     )
     assert proc.returncode == 0, proc.stdout[-6000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout
+
+
+def test_a_task_role_the_service_does_not_use_stops_in_diagnose(
+    fresh_lab: Any, tmp_path: Path
+) -> None:
+    """A policy on a role the task definition does not name would not reach carts."""
+    proc, record = run_cli(
+        tmp_path,
+        "-p",
+        f"endpoint_url={fresh_lab.endpoint_url}",
+        "-p",
+        "task_role=retailStoreEcsTaskExecutionRole",
+        "-p",
+        "execution_role=retailStoreEcsTaskRole",
+    )
+    assert proc.returncode == 1
+    assert record["failed_step"] == "diagnose" and record["undo"] is None
+    assert (
+        "uses task role retailStoreEcsTaskRole, not retailStoreEcsTaskExecutionRole" in proc.stderr
+    )
+    assert "CartsDynamoPolicy" not in inline_policies(fresh_lab, "retailStoreEcsTaskExecutionRole")
