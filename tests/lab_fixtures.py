@@ -148,3 +148,29 @@ def task_id(task: dict[str, Any]) -> str:
 def iter_events(service: dict[str, Any]) -> Iterator[str]:
     for event in service["events"]:
         yield str(event["message"])
+
+
+def shared_lab(seed: int) -> tuple[Any, Any, Any]:
+    """Fixtures for a test module: one lab for the module (seeded with ``seed``, checked for
+    scheduler errors at the end), its clients, and ``aws``: the clients on a freshly reset lab.
+
+    Use as ``lab, clients, aws = shared_lab(seed=7)`` at module level.
+    """
+    from runbook_lib.lab import Lab, LabConfig
+
+    @pytest.fixture(scope="module")
+    def lab() -> Iterator[Lab]:
+        with Lab.start(config=LabConfig(time_scale=0.005, seed=seed)) as running:
+            yield running
+            assert running.state()["process_errors"] == []
+
+    @pytest.fixture(scope="module")
+    def clients(lab: Lab) -> Clients:
+        return Clients(lab.endpoint_url)
+
+    @pytest.fixture
+    def aws(lab: Lab, clients: Clients) -> Clients:
+        lab.reset()
+        return clients
+
+    return lab, clients, aws

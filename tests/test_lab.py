@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,6 +27,7 @@ from lab_fixtures import (
     allow,
     iter_events,
     policy,
+    shared_lab,
     task_id,
     wait_for,
 )
@@ -40,22 +40,7 @@ pytestmark = pytest.mark.lab
 TASK_ARN = re.compile(rf"^arn:aws:ecs:{REGION}:{ACCOUNT}:task/{CLUSTER}/(?P<id>[0-9a-f]{{32}})$")
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    with Lab.start(config=LabConfig(time_scale=0.005, seed=7)) as running:
-        yield running
-        assert running.state()["process_errors"] == []
-
-
-@pytest.fixture(scope="module")
-def clients(lab: Lab) -> Clients:
-    return Clients(lab.endpoint_url)
-
-
-@pytest.fixture
-def aws(lab: Lab, clients: Clients) -> Clients:
-    lab.reset()
-    return clients
+lab, clients, aws = shared_lab(seed=7)
 
 
 def put_task_policy(aws: Clients, document: str, name: str = "CartsDynamoPolicy") -> float:

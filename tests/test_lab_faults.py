@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from botocore.config import Config
@@ -14,6 +13,7 @@ from lab_fixtures import (
     SERVICE,
     WORKSHOP_POLICY,
     Clients,
+    shared_lab,
     task_id,
     wait_for,
 )
@@ -25,22 +25,7 @@ pytestmark = pytest.mark.lab
 EXEC_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    with Lab.start(config=LabConfig(time_scale=0.005, seed=3)) as running:
-        yield running
-        assert running.state()["process_errors"] == []
-
-
-@pytest.fixture(scope="module")
-def clients(lab: Lab) -> Clients:
-    return Clients(lab.endpoint_url)
-
-
-@pytest.fixture
-def aws(lab: Lab, clients: Clients) -> Clients:
-    lab.reset()
-    return clients
+lab, clients, aws = shared_lab(seed=3)
 
 
 def fix(aws: Clients) -> float:
