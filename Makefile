@@ -7,11 +7,12 @@ STAMP  := $(VENV)/.installed
 PARAMS ?= params/lab.yaml
 OUT    ?= out
 
-.PHONY: help setup run lab jupyter test lint typecheck unit browser-deps golden bench reliability clean
+.PHONY: help setup run lab jupyter test test-stress lint typecheck unit browser-deps golden bench reliability clean
 
 help:
 	@echo "make run          run the runbook headless against the embedded lab (PARAMS=$(PARAMS))"
-	@echo "make test         lint, type check and the whole test suite"
+	@echo "make test         lint, type check and the whole test suite (random order, seed printed)"
+	@echo "make test-stress  the suite 3 times in a row, shuffled, 2 workers, on a loaded machine"
 	@echo "make jupyter      open the notebook in JupyterLab"
 	@echo "make lab          serve a standalone workshop lab on loopback"
 	@echo "make golden       regenerate the committed notebook's outputs"
@@ -53,11 +54,21 @@ browser-deps:
 	  else echo "chromium missing and not root: the browser test will be skipped"; fi; \
 	fi
 
+# The suite runs in a random order (pytest-randomly); the seed is printed so that a failure can be
+# replayed with `make test SEED=<seed>`.
+SEED ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	@echo "test order: --randomly-seed=$(SEED) (replay: make unit SEED=$(SEED))"
+	$(BIN)/pytest -q -p randomly --randomly-seed=$(SEED)
 
 test: $(STAMP) browser-deps lint typecheck
-	$(BIN)/pytest -q
+	@echo "test order: --randomly-seed=$(SEED) (replay: make test SEED=$(SEED))"
+	$(BIN)/pytest -q -p randomly --randomly-seed=$(SEED)
+
+# Before each submission: the suite as a loaded 2-core CI machine runs it, 3 rounds in a row.
+test-stress: $(STAMP)
+	$(BIN)/python tests/stress.py --rounds 3 --workers 2 --hogs 1
 
 golden: $(STAMP)
 	$(BIN)/carts-runbook golden

@@ -292,7 +292,12 @@ def _summary_lines(
 
 
 def strip_run_metadata(path: Path) -> None:
-    """Remove papermill's per-run metadata (timings, paths) so the golden notebook diffs cleanly."""
+    """Remove papermill's per-run metadata (timings, paths) and join consecutive stream outputs,
+    so that the golden notebook diffs cleanly.
+
+    How a cell's printed lines are cut into stream messages depends on when the kernel flushed
+    them, not on what was printed; nbval joins them the same way before it compares.
+    """
     import nbformat
 
     nb = nbformat.read(str(path), as_version=4)
@@ -300,23 +305,48 @@ def strip_run_metadata(path: Path) -> None:
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = _join_streams(cell.outputs)
     nbformat.write(nb, str(path))
 
 
+def _join_streams(outputs: list[Any]) -> list[Any]:
+    joined: list[Any] = []
+    for out in outputs:
+        last = joined[-1] if joined else None
+        if (
+            last is not None
+            and out.get("output_type") == "stream"
+            and last.get("output_type") == "stream"
+            and out.get("name") == last.get("name")
+        ):
+            last["text"] = last["text"] + out["text"]
+        else:
+            joined.append(out)
+    return joined
+
+
 def cmd_golden(args: argparse.Namespace) -> int:
-    """Re-execute the committed notebook with its own defaults against a fresh lab, in place."""
+    """Re-execute the committed notebook with its own defaults against a fresh lab, in place
+    (or into ``--to``)."""
     import tempfile
 
+    # The lab runs on a stepped clock: time moves only while the runbook waits, so the same
+    # notebook always tells the same history (see runbook_lib.lab.clock).
+    from runbook_lib.session import LAB_CLOCK_ENV
+
+    os.environ[LAB_CLOCK_ENV] = "stepped"
     with tempfile.TemporaryDirectory() as tmp:
         tmp_nb = Path(tmp) / f"{STEM}.ipynb"
-        execute({}, tmp_nb, Path(tmp) / "record.json", Progress(), inject=False)
+        execute({}, tmp_nb, Path(tmp) / f"{STEM}.record.json", Progress(), inject=False)
         strip_run_metadata(tmp_nb)
         leaks = scan_outputs([tmp_nb])
         if leaks:
             print(f"carts-runbook: {leaks[0]}", file=sys.stderr)
             return 1
-        NOTEBOOK.write_text(tmp_nb.read_text(encoding="utf-8"), encoding="utf-8")
-    print(f"carts-runbook: golden outputs written to {NOTEBOOK}")
+        target = Path(args.to).resolve() if args.to else NOTEBOOK
+        target.write_text(tmp_nb.read_text(encoding="utf-8"), encoding="utf-8")
+    print(f"carts-runbook: golden outputs written to {target}")
     return 0
 
 
@@ -339,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=cmd_run)
     golden = sub.add_parser(
         "golden", help="regenerate the committed notebook's outputs against a fresh lab"
+    )
+    golden.add_argument(
+        "--to", metavar="PATH", help="write the notebook there instead of over the committed one"
     )
     golden.set_defaults(func=cmd_golden)
     args = parser.parse_args(argv)

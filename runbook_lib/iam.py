@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -249,8 +250,9 @@ def plan(role: RoleState, policy: RenderedPolicy) -> Plan:
     return Plan(role.name, policy, action, previous, others)
 
 
-def apply(iam: Any, the_plan: Plan) -> Plan:
-    """Write the policy (``iam:PutRolePolicy``) unless the role already has it."""
+def apply(iam: Any, the_plan: Plan, now: Callable[[], float] = time.time) -> Plan:
+    """Write the policy (``iam:PutRolePolicy``) unless the role already has it; ``now`` tells
+    the time of the write as AWS tells it."""
     if the_plan.action == "unchanged":
         the_plan.notes.append("Skipped: the role already has this document.")
         return the_plan
@@ -260,7 +262,7 @@ def apply(iam: Any, the_plan: Plan) -> Plan:
         PolicyDocument=the_plan.policy.text,
     )
     the_plan.written = True
-    the_plan.written_at = time.time()
+    the_plan.written_at = now()
     return the_plan
 
 

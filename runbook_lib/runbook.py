@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from runbook_lib.diagnose import EXECUTION_ROLE, Diagnosis, diagnose
@@ -268,10 +269,12 @@ class Runbook:
         with self._step("apply") as rec:
             c = self.connection
             assert self.plan_result is not None
-            baseline = Baseline.take(c.client("ecs"), self.params.cluster, self.params.service)
+            baseline = Baseline.take(
+                c.client("ecs"), self.params.cluster, self.params.service, now=c.clock.time
+            )
             self.baseline = baseline
             self._write_sent = True
-            apply(c.client("iam"), self.plan_result)
+            apply(c.client("iam"), self.plan_result, now=c.clock.time)
             # The change is when the write landed: throttled retries can delay it, and a task
             # denied meanwhile was denied by the old policy, not by a slow propagation.
             if self.plan_result.written_at is not None:
@@ -358,6 +361,9 @@ class Runbook:
                     self.baseline if (the_plan and the_plan.written) else None,
                     p.timeout_s,
                     view=view,
+                    sleep=c.clock.sleep,
+                    clock=c.clock.monotonic,
+                    now=c.clock.time,
                 )
             except RunbookError:
                 rec.update(outcome="timeout")
@@ -479,7 +485,9 @@ class Summary(Shows):
             )
         if d.get("undo"):
             lines.append(f"To undo: {d['undo']}")
-        lines.append(f"Record: {self.path}")
+        # The name only: no machine's folders end up in a notebook someone else reads (the
+        # notebook's section 9 says where records go).
+        lines.append(f"Record: {Path(self.path).name}")
         return lines
 
     def __str__(self) -> str:

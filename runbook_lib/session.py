@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import atexit
 import gc
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from runbook_lib.errors import EndpointUnreachable, WrongAccount
+from runbook_lib.errors import EndpointUnreachable, RunbookError, WrongAccount
 from runbook_lib.params import Params
 from runbook_lib.shows import Shows
 
@@ -25,6 +27,33 @@ USER_AGENT = "carts-runbook/0.1"
 #: Dummy credentials for the lab: it accepts any, and these are no secret.
 LAB_ACCESS_KEY = "lab"
 LAB_SECRET_KEY = "lab"
+
+#: Which clock a lab started in the kernel runs on: "real" (default) or "stepped" (time moves only
+#: while the runbook waits, so a run's history is the same on every machine: the golden notebook).
+LAB_CLOCK_ENV = "RUNBOOK_LAB_CLOCK"
+
+
+class RunClock(Protocol):
+    """What the runbook keeps time by: AWS's time (epoch seconds), a monotonic reading, a sleep."""
+
+    def time(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The machine's clock: right for AWS, and for a lab on the wall clock."""
+
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 def client_config() -> Any:
@@ -69,6 +98,8 @@ class Connection:
     endpoint_url: str | None
     lab: Any = None
     identity: Identity | None = None
+    #: What the steps keep time by (a lab on a stepped clock supplies its own).
+    clock: RunClock = field(default_factory=SystemClock)
     calls: dict[str, int] = field(default_factory=dict)
     _clients: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -90,6 +121,9 @@ class Connection:
 
     @property
     def endpoint(self) -> str:
+        """Who answers, for people: its address does not matter for a lab in this kernel."""
+        if self.lab is not None:
+            return "the lab in this kernel"
         return self.endpoint_url or f"AWS ({self.params.region})"
 
     def close(self) -> None:
@@ -116,9 +150,9 @@ def connect(params: Params, *, on_lab_start: Callable[[Any], None] | None = None
     endpoint = params.endpoint_url or None
     if params.is_lab:
         if endpoint is None:
-            from runbook_lib.lab import Lab
+            from runbook_lib.lab import Lab, LabConfig
 
-            lab = Lab.start(params)
+            lab = Lab.start(params, LabConfig(clock=lab_clock()))
             atexit.register(_stop_at_exit, lab)
             endpoint = lab.endpoint_url
             if on_lab_start is not None:
@@ -131,6 +165,9 @@ def connect(params: Params, *, on_lab_start: Callable[[Any], None] | None = None
     else:
         session = boto3.Session(profile_name=params.profile or None, region_name=params.region)
     conn = Connection(params=params, session=session, endpoint_url=endpoint, lab=lab)
+    lab_clock_here = lab.client_clock() if lab is not None else None
+    if lab_clock_here is not None:
+        conn.clock = lab_clock_here
     conn.identity = caller_identity(conn)
     expected = params.lab_account_id if params.is_lab else params.account_id
     if expected and conn.identity.account != expected:
@@ -140,6 +177,14 @@ def connect(params: Params, *, on_lab_start: Callable[[Any], None] | None = None
             f"{expected}; nothing was written. Check the profile or the parameter."
         )
     return conn
+
+
+def lab_clock() -> str:
+    """The clock for a lab started in the kernel, from :data:`LAB_CLOCK_ENV`."""
+    value = os.environ.get(LAB_CLOCK_ENV, "") or "real"
+    if value not in ("real", "stepped"):
+        raise RunbookError(f"{LAB_CLOCK_ENV} must be 'real' or 'stepped'; got {value!r}.")
+    return value
 
 
 def _stop_at_exit(lab: Any) -> None:

@@ -59,11 +59,14 @@ class Baseline:
     at: float  # epoch seconds of the change
 
     @classmethod
-    def take(cls, ecs: Any, cluster: str, service: str) -> Baseline:
+    def take(
+        cls, ecs: Any, cluster: str, service: str, now: Callable[[], float] = time.time
+    ) -> Baseline:
+        """The service's healthy tasks now; ``now`` tells the time as AWS tells it."""
         arns = list_service_tasks(ecs, cluster, service, "RUNNING")
         tasks = describe_tasks(ecs, cluster, arns) if arns else []
         healthy = frozenset(t["taskArn"] for t in tasks if t.get("healthStatus") == "HEALTHY")
-        return cls(healthy=healthy, at=time.time())
+        return cls(healthy=healthy, at=now())
 
 
 @dataclass
@@ -148,10 +151,12 @@ def watch(
     view: LiveView | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    now: Callable[[], float] = time.time,
 ) -> WatchResult:
     """Poll until a carts task settles in RUNNING or ``timeout_s`` passes.
 
     ``baseline`` is None when nothing was written: then the task already running counts.
+    ``sleep`` and ``clock`` keep the watch's own time, ``now`` tells AWS's (epoch seconds).
     Raises :class:`WatchTimeout` with the last stop reason and log line on timeout.
     """
     t0 = clock()
@@ -195,7 +200,7 @@ def watch(
                     result.last_stop_reason = (
                         f"{t.get('stopCode', '')}: {t.get('stoppedReason', '')}"
                     )
-                elif _settled(t, has_health_check, time.time()):
+                elif _settled(t, has_health_check, now()):
                     if running_seen_at is None:
                         running_seen_at = clock()
                     svc = describe_service(ecs, cluster, service)

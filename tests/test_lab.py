@@ -6,12 +6,11 @@ One lab serves the whole module; each test starts from ``reset()`` (the broken s
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from lab_fixtures import (
+from helpers import (
     ACCOUNT,
     CLUSTER,
     INDEX_ARN,
@@ -27,9 +26,7 @@ from lab_fixtures import (
     allow,
     iter_events,
     policy,
-    shared_lab,
     task_id,
-    wait_for,
 )
 
 from runbook_lib.access_denied import EXPLICIT_DENY, NO_ALLOW, AccessDenied, parse_access_denied
@@ -40,17 +37,17 @@ pytestmark = pytest.mark.lab
 TASK_ARN = re.compile(rf"^arn:aws:ecs:{REGION}:{ACCOUNT}:task/{CLUSTER}/(?P<id>[0-9a-f]{{32}})$")
 
 
-lab, clients, aws = shared_lab(seed=7)
+LAB_SEED = 7
 
 
 def put_task_policy(aws: Clients, document: str, name: str = "CartsDynamoPolicy") -> float:
     """Write an inline policy on the task role; returns the time it was written."""
     aws.iam.put_role_policy(RoleName=ROLE, PolicyName=name, PolicyDocument=document)
-    return time.time()
+    return aws.now()
 
 
 def first_failure_after(aws: Clients, since: float) -> dict[str, Any]:
-    stopped = wait_for(
+    stopped = aws.wait(
         "a carts task started after the change to stop",
         lambda: aws.stopped_after(since, "EssentialContainerExited"),
     )
@@ -152,7 +149,7 @@ def test_stopped_carts_tasks_look_like_ecs(aws: Clients) -> None:
         found = aws.stopped()
         return found[:2] if len(found) >= 2 else None
 
-    stopped = wait_for("two stopped carts tasks", two_stopped)
+    stopped = aws.wait("two stopped carts tasks", two_stopped)
     deployment = aws.service()["deployments"][0]["id"]
     for task in stopped:
         assert TASK_ARN.match(task["taskArn"]), task["taskArn"]
@@ -181,7 +178,7 @@ def test_log_names_query_on_the_index(aws: Clients) -> None:
     """AWS: the carts container log (stream carts-service/application/<task-id>) holds Spring
     Boot's failure report with IAM's sentence for dynamodb:Query on the index ARN, the role
     session being the task id."""
-    task = wait_for("a stopped carts task", lambda: (aws.stopped() or [None])[0])
+    task = aws.wait("a stopped carts task", lambda: (aws.stopped() or [None])[0])
     tid = task_id(task)
     found = aws.logs.filter_log_events(
         logGroupName=LOG_GROUP,
@@ -205,13 +202,13 @@ def test_log_names_query_on_the_index(aws: Clients) -> None:
             logGroupName=LOG_GROUP, logStreamName=f"carts-service/application/{tid}"
         )["events"]
     ]
-    assert stamps == sorted(stamps) and stamps[-1] <= time.time() * 1000
+    assert stamps == sorted(stamps) and stamps[-1] <= aws.now() * 1000
 
 
 def test_service_events_and_deployment_stay_in_progress(aws: Clients) -> None:
     """AWS: each replacement adds '(service carts) has started 1 tasks: (task <id>).', newest
     first; with no task staying up the deployment's rolloutState stays IN_PROGRESS."""
-    wait_for("three stopped tasks", lambda: len(aws.stopped()) >= 3)
+    aws.wait("three stopped tasks", lambda: len(aws.stopped()) >= 3)
     service = aws.service()
     events = service["events"]
     started = [e for e in events if "has started 1 tasks" in e["message"]]
@@ -237,7 +234,7 @@ def test_service_events_and_deployment_stay_in_progress(aws: Clients) -> None:
 def test_list_tasks_filters_by_service_and_defaults_to_running(aws: Clients) -> None:
     """AWS: ListTasks without desiredStatus lists tasks ECS wants RUNNING; serviceName filters
     by the service (unknown service: ServiceNotFoundException); startedBy filters."""
-    wait_for("a stopped task", lambda: aws.stopped())
+    aws.wait("a stopped task", lambda: aws.stopped())
     # A task ECS wants STOPPED never wants RUNNING again: list the stopped ones first.
     stopped = aws.task_arns("STOPPED")
     default = aws.ecs.list_tasks(cluster=CLUSTER)["taskArns"]
@@ -258,11 +255,11 @@ def test_workshop_fix_brings_carts_up_for_good(aws: Clients) -> None:
     """AWS: after put-role-policy CartsDynamoPolicy (dynamodb:* on table/*) the next task
     reaches RUNNING and stays; the service reaches a steady state, the deployment completes;
     the cart table fills with items {id, customerId, itemId, quantity, unitPrice}."""
-    wait_for("a stopped task", lambda: aws.stopped())
-    fixed_at = put_task_policy(aws, WORKSHOP_POLICY)
-    task = wait_for("a healthy carts task", lambda: aws.healthy_task(fixed_at - 1))
+    aws.wait("a stopped task", lambda: aws.stopped())
+    put_task_policy(aws, WORKSHOP_POLICY)
+    task = aws.wait("a healthy carts task", lambda: aws.healthy_task())
     stopped_before = {t["taskArn"] for t in aws.stopped()}
-    time.sleep(0.6)  # 120 simulated seconds
+    aws.let_pass(120)
     assert aws.describe([task["taskArn"]])[0]["lastStatus"] == "RUNNING"
     later = [t for t in aws.stopped() if t["taskArn"] not in stopped_before]
     assert later == []
@@ -296,9 +293,9 @@ def test_a_policy_on_the_table_alone_still_fails_on_the_index(
 
 def test_least_privilege_policy_runs(aws: Clients) -> None:
     """IAM: item actions on the table ARN plus Query on the index ARN are all carts needs."""
-    since = put_task_policy(aws, LEAST_PRIVILEGE_POLICY)
-    wait_for("a healthy carts task", lambda: aws.healthy_task(since - 1))
-    wait_for("cart items", lambda: aws.dynamodb.scan(TableName="retail-store-ecs-carts")["Items"])
+    put_task_policy(aws, LEAST_PRIVILEGE_POLICY)
+    aws.wait("a healthy carts task", lambda: aws.healthy_task())
+    aws.wait("cart items", lambda: aws.dynamodb.scan(TableName="retail-store-ecs-carts")["Items"])
 
 
 def test_explicit_deny_beside_the_workshop_policy_fails(aws: Clients) -> None:
@@ -322,18 +319,17 @@ def test_attached_managed_policy_counts(aws: Clients) -> None:
         "Policy"
     ]["Arn"]
     aws.iam.attach_role_policy(RoleName=ROLE, PolicyArn=arn)
-    since = time.time()
-    wait_for("a healthy carts task", lambda: aws.healthy_task(since - 1))
+    aws.wait("a healthy carts task", lambda: aws.healthy_task())
 
 
 def test_deleting_the_policy_fails_the_next_task(aws: Clients) -> None:
     """ECS: a healthy task keeps running after the policy goes (its startup query is done);
     StopTask answers desiredStatus STOPPED with stopCode UserInitiated before the task has
     stopped; the replacement, started without the permission, fails again."""
-    since = put_task_policy(aws, WORKSHOP_POLICY)
-    task = wait_for("a healthy carts task", lambda: aws.healthy_task(since - 1))
+    put_task_policy(aws, WORKSHOP_POLICY)
+    task = aws.wait("a healthy carts task", lambda: aws.healthy_task())
     aws.iam.delete_role_policy(RoleName=ROLE, PolicyName="CartsDynamoPolicy")
-    time.sleep(0.1)
+    aws.let_pass(20)
     assert aws.describe([task["taskArn"]])[0]["lastStatus"] == "RUNNING"
     answer = aws.ecs.stop_task(cluster=CLUSTER, task=task["taskArn"], reason="policy removed")[
         "task"
@@ -342,8 +338,8 @@ def test_deleting_the_policy_fails_the_next_task(aws: Clients) -> None:
     assert answer["lastStatus"] != "STOPPED"
     assert answer["stopCode"] == "UserInitiated"
     assert answer["stoppedReason"] == "policy removed"
-    stopped_at = time.time()
-    old = wait_for(
+    stopped_at = aws.now()
+    old = aws.wait(
         "the stopped task", lambda: [t for t in aws.stopped() if t["taskArn"] == task["taskArn"]]
     )[0]
     assert old["containers"][0]["exitCode"] == 143
@@ -354,8 +350,8 @@ def test_deleting_the_policy_fails_the_next_task(aws: Clients) -> None:
 def test_running_app_logs_denied_calls_and_keeps_running(aws: Clients) -> None:
     """AWS: a request the app makes after a Deny appears as an ERROR with IAM's sentence; the
     app keeps running (only a start-up failure kills it)."""
-    since = put_task_policy(aws, WORKSHOP_POLICY)
-    task = wait_for("a healthy carts task", lambda: aws.healthy_task(since - 1))
+    put_task_policy(aws, WORKSHOP_POLICY)
+    task = aws.wait("a healthy carts task", lambda: aws.healthy_task())
     put_task_policy(
         aws,
         policy(
@@ -363,7 +359,7 @@ def test_running_app_logs_denied_calls_and_keeps_running(aws: Clients) -> None:
         ),
         "NoWrites",
     )
-    wait_for(
+    aws.wait(
         "an ERROR line with the explicit-deny sentence",
         lambda: any(
             " ERROR " in m and "explicit deny" in m for m in aws.log_messages(task_id(task))
@@ -375,22 +371,27 @@ def test_running_app_logs_denied_calls_and_keeps_running(aws: Clients) -> None:
 # --- reset, routes, stop ----------------------------------------------------------------------
 
 
+def history(aws: Clients) -> list[tuple[str, str, Any, str | None]]:
+    """Every task of the service as (id, lastStatus, createdAt, stopCode), oldest first."""
+    return [(task_id(t), t["lastStatus"], t["createdAt"], t.get("stopCode")) for t in aws.tasks()]
+
+
 def test_reset_brings_back_the_broken_state(lab: Lab, aws: Clients) -> None:
-    """The lab: reset removes policies written since, empties the table, restarts the service."""
-    since = put_task_policy(aws, WORKSHOP_POLICY)
-    wait_for("a healthy carts task", lambda: aws.healthy_task(since - 1))
-    wait_for("cart items", lambda: aws.dynamodb.scan(TableName="retail-store-ecs-carts")["Items"])
-    first_before = aws.tasks()[0]
-    reset_at = time.time()
+    """The lab: reset removes policies written since, empties the table, restarts the service;
+    on a stepped clock it replays the same history (ids and times come from the seed and the
+    clock's fixed start)."""
+    broken = history(aws)
+    assert [s for _, s, _, _ in broken].count("STOPPED") == lab.config.history
+    put_task_policy(aws, WORKSHOP_POLICY)
+    aws.wait("a healthy carts task", lambda: aws.healthy_task())
+    aws.wait("cart items", lambda: aws.dynamodb.scan(TableName="retail-store-ecs-carts")["Items"])
     lab.reset()
     names = aws.iam.list_role_policies(RoleName=ROLE)["PolicyNames"]
     assert names == ["BasicRetailStoreEcsTaskRoleDefaultPolicy9759E157"]
     assert aws.dynamodb.scan(TableName="retail-store-ecs-carts")["Items"] == []
-    assert all(t["createdAt"].timestamp() >= reset_at for t in aws.tasks())
-    failed = wait_for("a failing task after reset", lambda: aws.stopped())
-    assert denial_in_log(aws, failed[0]).action == "dynamodb:Query"
-    # Seeded: the service's first task after a reset has the same id as after the last one.
-    assert task_id(failed[0]) == task_id(first_before)
+    assert history(aws) == broken
+    failed = aws.stopped()
+    assert denial_in_log(aws, failed[-1]).action == "dynamodb:Query"
     assert aws.service()["deployments"][0]["rolloutState"] == "IN_PROGRESS"
 
 

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from lab_fixtures import (
+from helpers import (
     CLUSTER,
     ROLE,
     SERVICE,
     WORKSHOP_POLICY,
     Clients,
-    shared_lab,
     task_id,
-    wait_for,
 )
 
 from runbook_lib.lab import Lab, LabConfig, LabConfigError
@@ -25,14 +21,14 @@ pytestmark = pytest.mark.lab
 EXEC_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 
 
-lab, clients, aws = shared_lab(seed=3)
+LAB_SEED = 3
 
 
 def fix(aws: Clients) -> float:
     aws.iam.put_role_policy(
         RoleName=ROLE, PolicyName="CartsDynamoPolicy", PolicyDocument=WORKSHOP_POLICY
     )
-    return time.time()
+    return aws.now()
 
 
 def test_propagation_delay_fails_the_first_task_after_the_fix(lab: Lab, aws: Clients) -> None:
@@ -40,12 +36,12 @@ def test_propagation_delay_fails_the_first_task_after_the_fix(lab: Lab, aws: Cli
     put-role-policy can still be denied, a later one succeeds."""
     lab.set_faults(propagation_delay_s=60)
     fixed_at = fix(aws)
-    failed = wait_for(
+    failed = aws.wait(
         "a task created after the fix to fail",
         lambda: aws.stopped_after(fixed_at, "EssentialContainerExited"),
     )
     assert failed
-    task = wait_for("a healthy task", lambda: aws.healthy_task(fixed_at), timeout=15)
+    task = aws.wait("a healthy task", lambda: aws.healthy_task(fixed_at))
     assert task["createdAt"] > failed[0]["createdAt"]
 
 
@@ -102,8 +98,8 @@ def test_pull_fault_fails_tasks_before_they_run(lab: Lab, aws: Clients) -> None:
     """AWS: an image that cannot be pulled stops the task with stopCode TaskFailedToStart and
     'CannotPullContainerError: ...'; the container never ran, so it wrote no log stream."""
     lab.set_faults(execution_role_fault="pull")
-    since = time.time()
-    [task, *_] = wait_for(
+    since = aws.now()
+    [task, *_] = aws.wait(
         "a task that failed to start", lambda: aws.stopped_after(since, "TaskFailedToStart")
     )
     assert task["stoppedReason"].startswith("CannotPullContainerError: ")
@@ -119,8 +115,8 @@ def test_logs_fault_fails_tasks_with_resource_initialization_error(lab: Lab, aws
     TaskFailedToStart and 'ResourceInitializationError: failed to validate logger args: ...
     AccessDeniedException ...'."""
     lab.set_faults(execution_role_fault="logs")
-    since = time.time()
-    [task, *_] = wait_for(
+    since = aws.now()
+    [task, *_] = aws.wait(
         "a task that failed to start", lambda: aws.stopped_after(since, "TaskFailedToStart")
     )
     reason = task["stoppedReason"]
@@ -134,8 +130,8 @@ def test_execution_role_without_its_policy_fails_to_start(aws: Clients) -> None:
     """AWS: detaching AmazonECSTaskExecutionRolePolicy takes logs:CreateLogStream from the
     execution role: tasks fail to start (TaskFailedToStart), not with an application error."""
     aws.iam.detach_role_policy(RoleName="retailStoreEcsTaskExecutionRole", PolicyArn=EXEC_POLICY)
-    since = time.time()
-    [task, *_] = wait_for(
+    since = aws.now()
+    [task, *_] = aws.wait(
         "a task that failed to start", lambda: aws.stopped_after(since, "TaskFailedToStart")
     )
     assert "logs:CreateLogStream" in task["stoppedReason"]
@@ -146,7 +142,7 @@ def test_repeated_start_failures_are_throttled(lab: Lab, aws: Clients) -> None:
     """AWS: when tasks keep failing to start, ECS says the service 'is unable to consistently
     start tasks successfully' and waits longer between launches."""
     lab.set_faults(execution_role_fault="pull")
-    wait_for(
+    aws.wait(
         "the start-throttling event",
         lambda: any("unable to consistently start tasks" in m for m in _messages(aws)),
     )
@@ -155,8 +151,8 @@ def test_repeated_start_failures_are_throttled(lab: Lab, aws: Clients) -> None:
 def test_force_new_deployment_replaces_the_running_task(aws: Clients) -> None:
     """ECS: update-service --force-new-deployment starts a new PRIMARY deployment, starts its
     task, stops the old one (ServiceSchedulerInitiated) once the new one is healthy."""
-    since = fix(aws)
-    old = wait_for("a healthy task", lambda: aws.healthy_task(since - 1))
+    fix(aws)
+    old = aws.wait("a healthy task", lambda: aws.healthy_task())
     first = aws.service()["deployments"][0]["id"]
     service = aws.ecs.update_service(cluster=CLUSTER, service=SERVICE, forceNewDeployment=True)[
         "service"
@@ -165,7 +161,7 @@ def test_force_new_deployment_replaces_the_running_task(aws: Clients) -> None:
     assert ids[1] == first and ids[0] != first
     assert [d["status"] for d in service["deployments"]] == ["PRIMARY", "ACTIVE"]
     new_id = ids[0]
-    stopped = wait_for(
+    stopped = aws.wait(
         "the old task to stop",
         lambda: [t for t in aws.stopped() if t["taskArn"] == old["taskArn"]],
     )[0]
@@ -180,25 +176,18 @@ def test_force_new_deployment_replaces_the_running_task(aws: Clients) -> None:
 
 def test_desired_count_is_kept(aws: Clients) -> None:
     """ECS: the service scheduler keeps desiredCount tasks; runningCount counts them."""
-    since = fix(aws)
+    fix(aws)
     aws.ecs.update_service(cluster=CLUSTER, service=SERVICE, desiredCount=2)
     assert aws.service()["runningCount"] <= 1  # moto would claim 2 at once
-    wait_for(
+    aws.wait(
         "two healthy tasks",
         lambda: (
-            len(
-                [
-                    t
-                    for t in aws.describe(aws.task_arns())
-                    if t["healthStatus"] == "HEALTHY" and t["createdAt"].timestamp() >= since - 1
-                ]
-            )
-            == 2
+            len([t for t in aws.describe(aws.task_arns()) if t["healthStatus"] == "HEALTHY"]) == 2
         ),
     )
-    wait_for("runningCount 2", lambda: aws.service()["runningCount"] == 2)
+    aws.wait("runningCount 2", lambda: aws.service()["runningCount"] == 2)
     aws.ecs.update_service(cluster=CLUSTER, service=SERVICE, desiredCount=1)
-    wait_for("one task left", lambda: len(aws.task_arns()) == 1)
+    aws.wait("one task left", lambda: len(aws.task_arns()) == 1)
 
 
 def test_unknown_or_bad_knobs_are_refused(lab: Lab) -> None:

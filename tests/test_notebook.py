@@ -4,68 +4,21 @@ nbval against the committed golden outputs."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
-from lab_fixtures import Clients, task_id, wait_for
+from helpers import NOTEBOOK, ROOT, STEM, Clients, cli_env, inline_policies, run_cli, task_id
 
+from runbook_lib.lab import Lab
 from runbook_lib.params import Params
 from runbook_lib.record import find_secrets
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "notebooks" / "fix-iam-permissions.ipynb"
-CLI = [sys.executable, "-m", "runbook_lib"]
-
 pytestmark = pytest.mark.notebook
 
-
-def run_cli(
-    out: Path, *args: str, params: str | None = "params/lab.yaml"
-) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    cmd = [*CLI, "run", "--out", str(out)]
-    if params:
-        cmd += ["--params", params]
-    proc = subprocess.run(cmd + list(args), cwd=ROOT, capture_output=True, text=True, timeout=300)
-    rec_path = out / "fix-iam-permissions.record.json"
-    record = json.loads(rec_path.read_text()) if rec_path.exists() else {}
-    return proc, record
-
-
-def iam_of(lab: Any) -> Any:
-    return boto3.client(
-        "iam",
-        endpoint_url=lab.endpoint_url,
-        region_name=lab.region,
-        aws_access_key_id="lab",
-        aws_secret_access_key="lab",
-    )
-
-
-def inline_policies(lab: Any, role: str) -> dict[str, Any]:
-    iam = iam_of(lab)
-    names = iam.list_role_policies(RoleName=role)["PolicyNames"]
-    return {n: iam.get_role_policy(RoleName=role, PolicyName=n)["PolicyDocument"] for n in names}
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Any]:
-    from runbook_lib.lab import Lab
-
-    with Lab.start(Params()) as lab:
-        yield lab
-
-
-@pytest.fixture
-def fresh_lab(lab: Any) -> Any:
-    lab.reset()
-    return lab
+#: The runs here are other processes (the CLI, papermill): they cannot move a stepped lab.
+LAB_CLOCK = "real"
 
 
 def assert_no_secrets(out: Path) -> None:
@@ -76,7 +29,7 @@ def assert_no_secrets(out: Path) -> None:
 
 def test_main_command_fixes_carts_in_an_embedded_lab(tmp_path: Path) -> None:
     """The README's main job: papermill on params/lab.yaml ends with carts RUNNING."""
-    proc, record = run_cli(tmp_path)
+    proc, record = run_cli(tmp_path, params="params/lab.yaml")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert record["outcome"] == "fixed: carts is RUNNING"
     steps = record["steps"]
@@ -87,28 +40,29 @@ def test_main_command_fixes_carts_in_an_embedded_lab(tmp_path: Path) -> None:
     )
     assert steps["plan"]["action"] == "create" and steps["plan"]["written"] is True
     assert steps["watch"]["outcome"] == "running"
-    assert steps["verify"]["items"] >= 0
-    for name in (
-        "fix-iam-permissions.ipynb",
-        "fix-iam-permissions.html",
-        "fix-iam-permissions.record.json",
-    ):
-        assert (tmp_path / name).stat().st_size > 0
+    # Workshop 3.4: carts writes cart items {id: <customerId>:<itemId>, customerId, itemId,
+    # quantity, unitPrice} once it runs (it shops every few seconds from start-up on).
+    verify = steps["verify"]
+    assert verify["items"] >= 1 and verify["shaped_like_carts"] is True
+    assert 1 <= len(verify["sample"]) <= 3
+    for item in verify["sample"]:
+        assert set(item) == {"id", "customerId", "itemId", "quantity", "unitPrice"}
+        assert item["id"] == f"{item['customerId']}:{item['itemId']}"
+        assert item["quantity"] >= 1 and item["unitPrice"] > 0
+    for suffix in (".ipynb", ".html", ".record.json"):
+        assert (tmp_path / f"{STEM}{suffix}").stat().st_size > 0
     assert "  diagnose" in proc.stderr and "outcome:  fixed: carts is RUNNING" in proc.stdout
     assert_no_secrets(tmp_path)
 
 
 def test_least_privilege_scope_and_rollback_restore_the_exact_prior_state(
-    fresh_lab: Any, tmp_path: Path
+    fresh: Lab, aws: Clients, tmp_path: Path
 ) -> None:
-    before = inline_policies(fresh_lab, "retailStoreEcsTaskRole")
+    before = inline_policies(aws)
     proc, record = run_cli(
         tmp_path,
-        "-p",
-        f"endpoint_url={fresh_lab.endpoint_url}",
-        "-p",
+        f"endpoint_url={fresh.endpoint_url}",
         "policy_scope=least-privilege",
-        "-p",
         "rollback=true",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -117,17 +71,15 @@ def test_least_privilege_scope_and_rollback_restore_the_exact_prior_state(
     assert {s["Sid"] for s in after_doc["Statement"]} == {"CartsItems", "CartsCustomerIndex"}
     assert record["steps"]["rollback"]["done"] == "deleted"
     assert record["outcome"] == "fixed, then rolled back"
-    assert inline_policies(fresh_lab, "retailStoreEcsTaskRole") == before
+    assert inline_policies(aws) == before
     # In the lab, the service fails again: a task that starts after the rollback is denied.
-    aws = Clients(fresh_lab.endpoint_url)
     running = aws.task_arns("RUNNING")
-    rolled_back_at = time.time()
+    rolled_back_at = aws.now()
     for arn in running:
         aws.ecs.stop_task(cluster="retail-store-ecs-cluster", task=arn, reason="check the rollback")
-    denied = wait_for(
+    denied = aws.wait(
         "a carts task denied after the rollback",
         lambda: aws.stopped_after(rolled_back_at, "EssentialContainerExited"),
-        timeout=20,
     )
     assert any(
         "is not authorized to perform: dynamodb:Query" in m
@@ -136,20 +88,19 @@ def test_least_privilege_scope_and_rollback_restore_the_exact_prior_state(
 
 
 def test_apply_false_writes_nothing_and_a_second_run_writes_nothing_again(
-    fresh_lab: Any, tmp_path: Path
+    fresh: Lab, aws: Clients, tmp_path: Path
 ) -> None:
-    role = "retailStoreEcsTaskRole"
-    before = inline_policies(fresh_lab, role)
-    ep = f"endpoint_url={fresh_lab.endpoint_url}"
-    proc, record = run_cli(tmp_path / "plan", "-p", ep, "-p", "apply=false")
+    before = inline_policies(aws)
+    ep = f"endpoint_url={fresh.endpoint_url}"
+    proc, record = run_cli(tmp_path / "plan", ep, "apply=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert record["outcome"] == "planned: nothing written"
-    assert inline_policies(fresh_lab, role) == before
+    assert inline_policies(aws) == before
     # Fix, then run again: the policy is in place, nothing is written, the service verifies.
-    proc, record = run_cli(tmp_path / "fix", "-p", ep)
+    proc, record = run_cli(tmp_path / "fix", ep)
     assert proc.returncode == 0 and record["steps"]["plan"]["written"] is True
-    fixed = inline_policies(fresh_lab, role)
-    proc, record = run_cli(tmp_path / "again", "-p", ep)
+    fixed = inline_policies(aws)
+    proc, record = run_cli(tmp_path / "again", ep)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert record["steps"]["diagnose"]["cause"] == "healthy"
     assert (
@@ -157,13 +108,11 @@ def test_apply_false_writes_nothing_and_a_second_run_writes_nothing_again(
         and record["steps"]["plan"]["written"] is False
     )
     assert record["steps"]["watch"]["outcome"] == "running"
-    assert inline_policies(fresh_lab, role) == fixed
+    assert inline_policies(aws) == fixed
 
 
 def test_other_names_account_and_region(tmp_path: Path) -> None:
     """A lab seeded from the same parameters as the run: every name is a parameter."""
-    from runbook_lib.lab import Lab
-
     values = {
         "region": "eu-central-1",
         "account_id": "210987654321",
@@ -190,7 +139,9 @@ def test_other_names_account_and_region(tmp_path: Path) -> None:
         assert record["steps"]["diagnose"]["denied_resource"] == (
             "arn:aws:dynamodb:eu-central-1:210987654321:table/carts-table/index/by_customer"
         )
-        assert "CartsTable" in inline_policies(other, "cartsTaskRole")
+        assert "CartsTable" in inline_policies(
+            Clients(other.endpoint_url, region="eu-central-1"), "cartsTaskRole"
+        )
 
 
 @pytest.mark.parametrize(
@@ -205,7 +156,7 @@ def test_other_names_account_and_region(tmp_path: Path) -> None:
 def test_bad_parameters_stop_before_a_kernel_starts(
     tmp_path: Path, override: str, phrase: str
 ) -> None:
-    proc, record = run_cli(tmp_path, "-p", override)
+    proc, record = run_cli(tmp_path, override, params="params/lab.yaml")
     assert proc.returncode == 2 and phrase in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and record == {}
 
@@ -219,23 +170,26 @@ def test_bad_parameters_stop_before_a_kernel_starts(
     ],
 )
 def test_names_that_do_not_exist_fail_early_without_a_write(
-    fresh_lab: Any, tmp_path: Path, override: str, phrase: str
+    fresh: Lab, aws: Clients, tmp_path: Path, override: str, phrase: str
 ) -> None:
-    before = inline_policies(fresh_lab, "retailStoreEcsTaskRole")
-    proc, record = run_cli(tmp_path, "-p", f"endpoint_url={fresh_lab.endpoint_url}", "-p", override)
+    before = inline_policies(aws)
+    proc, record = run_cli(tmp_path, f"endpoint_url={fresh.endpoint_url}", override)
     assert proc.returncode == 1
     assert phrase in proc.stderr, proc.stderr[-2000:]
     assert "FAILED at step" in proc.stderr
     assert record["outcome"] == "failed" and record["undo"] is None
-    assert inline_policies(fresh_lab, "retailStoreEcsTaskRole") == before
+    assert inline_policies(aws) == before
 
 
-def test_golden_notebook_matches_a_fresh_lab_run_under_strict_nbval() -> None:
-    """The committed outputs are what a learner sees; nbval re-runs every cell and compares."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RUNBOOK_RECORD",)}
-    env["RUNBOOK_HEADLESS"] = "1"
-    env["RUNBOOK_RECORD"] = str(ROOT / "out" / "nbval.record.json")
-    proc = subprocess.run(
+def nbval(notebook: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Strict nbval on ``notebook``: every cell re-run in a fresh kernel, every output compared
+    (after tests/nbval-sanitize.cfg), with the golden run's lab clock and record name."""
+    env = cli_env(
+        RUNBOOK_HEADLESS="1",
+        RUNBOOK_LAB_CLOCK="stepped",
+        RUNBOOK_RECORD=str(tmp_path / "record" / f"{STEM}.record.json"),
+    )
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -243,34 +197,69 @@ def test_golden_notebook_matches_a_fresh_lab_run_under_strict_nbval() -> None:
             "-q",
             "-p",
             "no:cacheprovider",
+            "-p",
+            "no:randomly",
             "--nbval",
-            str(NOTEBOOK),
+            str(notebook),
             "--nbval-sanitize-with",
             str(ROOT / "tests" / "nbval-sanitize.cfg"),
             "-o",
             "addopts=",
+            "--rootdir",
+            str(notebook.parent),
         ],
-        cwd=ROOT,
+        cwd=notebook.parent,
         capture_output=True,
         text=True,
         env=env,
-        timeout=300,
+        timeout=600,
     )
+
+
+def test_golden_notebook_matches_a_fresh_run_under_strict_nbval(tmp_path: Path) -> None:
+    """The committed outputs are what a learner sees; nbval re-runs every cell and compares."""
+    proc = nbval(NOTEBOOK, tmp_path)
     assert proc.returncode == 0, proc.stdout[-6000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout
 
 
+def test_nbval_fails_when_an_output_differs(tmp_path: Path) -> None:
+    """The comparison above can fail: one changed character in one golden output is caught."""
+    nb = json.loads(NOTEBOOK.read_text())
+    [summary] = [c for c in nb["cells"] if "step:summary" in c["metadata"].get("tags", [])]
+    text = summary["outputs"][0]["data"]["text/plain"]
+    text[0] = text[0].replace("fixed", "fixes", 1)
+    changed = tmp_path / "nb" / NOTEBOOK.name
+    changed.parent.mkdir()
+    changed.write_text(json.dumps(nb, indent=1))
+    proc = nbval(changed, tmp_path)
+    assert proc.returncode == 1 and "1 failed" in proc.stdout, proc.stdout[-3000:]
+
+
+def test_golden_comes_out_the_same_every_time(tmp_path: Path) -> None:
+    """`make golden` regenerates the committed notebook byte for byte: the lab's stepped clock,
+    its seed and the run's own outputs leave nothing that changes from one run to the next."""
+    made = tmp_path / NOTEBOOK.name
+    proc = subprocess.run(
+        [sys.executable, "-m", "runbook_lib", "golden", "--to", str(made)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert made.read_bytes() == NOTEBOOK.read_bytes()
+
+
 def test_a_task_role_the_service_does_not_use_stops_in_diagnose(
-    fresh_lab: Any, tmp_path: Path
+    fresh: Lab, aws: Clients, tmp_path: Path
 ) -> None:
     """A policy on a role the task definition does not name would not reach carts."""
     proc, record = run_cli(
         tmp_path,
-        "-p",
-        f"endpoint_url={fresh_lab.endpoint_url}",
-        "-p",
+        f"endpoint_url={fresh.endpoint_url}",
         "task_role=retailStoreEcsTaskExecutionRole",
-        "-p",
         "execution_role=retailStoreEcsTaskRole",
     )
     assert proc.returncode == 1
@@ -278,4 +267,4 @@ def test_a_task_role_the_service_does_not_use_stops_in_diagnose(
     assert (
         "uses task role retailStoreEcsTaskRole, not retailStoreEcsTaskExecutionRole" in proc.stderr
     )
-    assert "CartsDynamoPolicy" not in inline_policies(fresh_lab, "retailStoreEcsTaskExecutionRole")
+    assert "CartsDynamoPolicy" not in inline_policies(aws, "retailStoreEcsTaskExecutionRole")

@@ -11,25 +11,36 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_fixtures import ROLE, Clients, wait_for
+from helpers import (
+    CLI,
+    ROLE,
+    ROOT,
+    STEM,
+    Clients,
+    cell_text,
+    cli_env,
+    error_outputs,
+    inline_policies,
+    read_record,
+    run_cli,
+    wait_for,
+)
 
 from runbook_lib.iam import Plan
 from runbook_lib.lab import Lab
-from runbook_lib.params import LAB_DEFAULT_ACCOUNT, ParameterError, Params
+from runbook_lib.params import LAB_DEFAULT_ACCOUNT, Params
 from runbook_lib.policy import render_policy, same_policy
 from runbook_lib.record import RunRecord, find_secrets
 from runbook_lib.runbook import Runbook
 
-ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "runbook_lib", "run"]
-STEM = "fix-iam-permissions"
+#: The runs here are other processes (the CLI, papermill): they cannot move a stepped lab.
+LAB_CLOCK = "real"
+
 POLICY = "CartsDynamoPolicy"
 OTHER_ACCOUNT = "210987654321"
 
@@ -37,63 +48,6 @@ OTHER_ACCOUNT = "210987654321"
 FAKE_KEY_ID = "AKIAQ3EGRELIABILITY7"
 FAKE_SECRET = "m8Kq2vT9xLr4Wn7Bz1Yc5Hd0Jf6Gp3Se8Ua2Vb4X"
 FAKE_TOKEN = "IQoJb3JpZ2luX2VjEXAMPLEsessionTOKENforTHEreliabilityTEST0123456789abcdefABCDEF=="
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    with Lab.start(Params()) as running:
-        yield running
-
-
-@pytest.fixture
-def fresh(lab: Lab) -> Iterator[Lab]:
-    """The shared lab back in the broken state, no fault knob set (and none left set after)."""
-    lab.reset()
-    yield lab
-    lab.set_faults(propagation_delay_s=0.0, throttle_rate=0.0, execution_role_fault=None)
-
-
-@pytest.fixture(scope="module")
-def aws(lab: Lab) -> Clients:
-    return Clients(lab.endpoint_url)
-
-
-def run_cli(
-    out: Path, *overrides: str, env: dict[str, str] | None = None
-) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    cmd = [*CLI, "--out", str(out)]
-    for item in overrides:
-        cmd += ["-p", item]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-    return proc, read_record(out)
-
-
-def read_record(out: Path) -> dict[str, Any]:
-    path = out / f"{STEM}.record.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def inline(aws: Clients) -> dict[str, Any]:
-    names = aws.iam.list_role_policies(RoleName=ROLE)["PolicyNames"]
-    return {
-        n: aws.iam.get_role_policy(RoleName=ROLE, PolicyName=n)["PolicyDocument"] for n in names
-    }
-
-
-def error_outputs(out: Path) -> list[dict[str, Any]]:
-    nb = json.loads((out / f"{STEM}.ipynb").read_text())
-    return [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
-
-
-def cell_text(out: Path, step: str) -> str:
-    nb = json.loads((out / f"{STEM}.ipynb").read_text())
-    for cell in nb["cells"]:
-        if f"step:{step}" in cell.get("metadata", {}).get("tags", []):
-            return "".join(
-                "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
-                for o in cell.get("outputs", [])
-            )
-    raise AssertionError(f"no cell tagged step:{step}")
 
 
 def newest_stop(lab: Lab) -> bool:
@@ -105,7 +59,7 @@ def newest_stop(lab: Lab) -> bool:
 def aws_env(endpoint: str) -> dict[str, str]:
     """The environment of a backend-aws run whose AWS is the lab: boto3 honours AWS_ENDPOINT_URL,
     and the credentials come from the environment as on an operator's machine."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env = {k: v for k, v in cli_env().items() if not k.startswith("AWS_")}
     env.update(
         AWS_ENDPOINT_URL=endpoint,
         AWS_ACCESS_KEY_ID=FAKE_KEY_ID,
@@ -157,9 +111,9 @@ def test_the_change_is_timed_when_the_write_lands(
 
     real_apply = steps.apply
 
-    def slow_apply(iam: Any, plan: Plan) -> Plan:
+    def slow_apply(iam: Any, plan: Plan, **kw: Any) -> Plan:
         time.sleep(0.3)  # the retries' back-off
-        return real_apply(iam, plan)
+        return real_apply(iam, plan, **kw)
 
     monkeypatch.setattr(steps, "apply", slow_apply)
     params = Params.from_mapping({"endpoint_url": fresh.endpoint_url})
@@ -197,7 +151,7 @@ def test_an_execution_role_failure_stops_before_any_write(
     """ECS: a task that cannot pull its image or create its log stream stops with
     TaskFailedToStart; that is the execution role's job, and a DynamoDB policy on the task role
     would not help."""
-    before = inline(aws)
+    before = inline_policies(aws)
     fresh.set_faults(execution_role_fault=fault)
     wait_for("the newest stopped task to have failed to start", lambda: newest_stop(fresh))
     proc, record = run_cli(tmp_path, f"endpoint_url={fresh.endpoint_url}")
@@ -207,7 +161,7 @@ def test_an_execution_role_failure_stops_before_any_write(
     assert record["steps"]["diagnose"]["stopped_reason"].startswith(reason)
     assert "WrongCause" in proc.stderr and "execution role" in proc.stderr
     assert "plan" not in record["steps"]
-    assert fresh.iam_writes == [] and inline(aws) == before
+    assert fresh.iam_writes == [] and inline_policies(aws) == before
 
 
 @pytest.mark.notebook
@@ -222,7 +176,12 @@ def test_the_lab_dying_mid_watch_is_one_sentence_with_the_undo_on_record(tmp_pat
         cmd = [*CLI, "--out", str(tmp_path), "-p", f"endpoint_url={dying.endpoint_url}"]
         cmd += ["-p", f"account_id='{OTHER_ACCOUNT}'", "-p", "timeout_s=120"]
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            cmd,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
         )
         try:
             wait_for(
@@ -302,7 +261,7 @@ def test_a_same_named_policy_is_shown_kept_and_restored_exactly(
         ],
     }
     aws.iam.put_role_policy(RoleName=ROLE, PolicyName=POLICY, PolicyDocument=json.dumps(theirs))
-    before, writes_before = inline(aws), len(fresh.iam_writes)
+    before, writes_before = inline_policies(aws), len(fresh.iam_writes)
     proc, record = run_cli(tmp_path, f"endpoint_url={fresh.endpoint_url}", "rollback=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     plan = record["steps"]["plan"]
@@ -310,22 +269,13 @@ def test_a_same_named_policy_is_shown_kept_and_restored_exactly(
     shown = cell_text(tmp_path, "plan")
     assert "REPLACE" in shown and "TheirsNotOurs" in shown and "dynamodb:*" in shown
     assert record["steps"]["rollback"] == {"done": "restored", "matches_before": True}
-    after = inline(aws)
+    after = inline_policies(aws)
     assert after.keys() == before.keys()
     assert all(same_policy(after[n], before[n]) for n in before)
     assert fresh.iam_writes[writes_before:] == ["PutRolePolicy", "PutRolePolicy"]
 
 
 # --- the aws backend's guards and credentials -------------------------------------------------
-
-
-def test_apply_null_writes_only_on_the_lab() -> None:
-    assert Params.from_mapping({"backend": "aws"}).writes is False
-    assert Params.from_mapping({"backend": "aws", "apply": None}).writes is False
-    assert Params.from_mapping({"backend": "aws", "apply": True}).writes is True
-    assert Params.from_mapping({"backend": "lab"}).writes is True
-    with pytest.raises(ParameterError, match="only used with backend 'lab'"):
-        Params.from_mapping({"backend": "aws", "endpoint_url": "http://127.0.0.1:5000"})
 
 
 class NoAws:
@@ -352,7 +302,7 @@ def test_apply_on_aws_without_apply_true_calls_nothing(tmp_path: Path) -> None:
 def test_another_account_stops_in_connect_before_any_write(
     fresh: Lab, aws: Clients, tmp_path: Path, backend: str
 ) -> None:
-    before = inline(aws)
+    before = inline_policies(aws)
     overrides = [f"account_id='{OTHER_ACCOUNT}'", "apply=true"]
     if backend == "lab":
         proc, record = run_cli(tmp_path, f"endpoint_url={fresh.endpoint_url}", *overrides)
@@ -363,7 +313,7 @@ def test_another_account_stops_in_connect_before_any_write(
     assert record["failed_step"] == "connect"
     assert f"WrongAccount: the caller's account is {LAB_DEFAULT_ACCOUNT}" in proc.stderr
     assert "nothing was written" in proc.stderr
-    assert fresh.iam_writes == [] and inline(aws) == before
+    assert fresh.iam_writes == [] and inline_policies(aws) == before
 
 
 @pytest.mark.notebook
@@ -375,7 +325,7 @@ def test_aws_backend_keeps_credentials_out_of_every_output(
     apply null only plans; apply true writes and rolls back. No output holds a credential."""
     # The scan knows these shapes; otherwise a clean scan would prove nothing.
     assert find_secrets(FAKE_KEY_ID) and find_secrets(f"aws_secret_access_key = {FAKE_SECRET}")
-    before = inline(aws)
+    before = inline_policies(aws)
     overrides = ["backend=aws", f"account_id='{LAB_DEFAULT_ACCOUNT}'", "timeout_s=60"]
     if apply:
         overrides += ["apply=true", "rollback=true"]
@@ -389,7 +339,7 @@ def test_aws_backend_keeps_credentials_out_of_every_output(
         assert record["outcome"] == "planned: nothing written"
         assert record["steps"]["apply"] == {"written": False, "reason": "apply is false"}
         assert fresh.iam_writes == []
-    assert inline(aws) == before
+    assert inline_policies(aws) == before
     files = sorted(p for p in tmp_path.iterdir() if p.is_file())
     assert {p.name for p in files} >= {f"{STEM}.ipynb", f"{STEM}.html", f"{STEM}.record.json"}
     for text, where in [(p.read_text(errors="replace"), p.name) for p in files] + [

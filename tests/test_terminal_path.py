@@ -10,13 +10,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from test_lab_cli import Served, clean_env, served  # noqa: F401 - the fixture
+from helpers import ROOT, Served, clean_env
 
 from runbook_lib.policy import WORKSHOP_POLICY_TEMPLATE
 
 pytestmark = [pytest.mark.cli, pytest.mark.notebook]
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_policy_put_with_the_aws_cli_is_what_the_notebook_then_sees(

@@ -50,6 +50,7 @@ class AppContext:
     shoppers: random.Random
     catalog: tuple[tuple[str, str], ...]  # (itemId, unitPrice)
     customers: tuple[str, ...]
+    clock: Clock  # what time it is (AWS's timestamps, the log's, the request context's)
 
 
 class Denied(Exception):
@@ -199,8 +200,8 @@ class CartsApp:
             "aws:PrincipalType": "AssumedRole",
             "aws:RequestedRegion": p.region,
             "aws:SecureTransport": True,
-            "aws:CurrentTime": Clock.now(),
-            "aws:EpochTime": int(Clock.now().timestamp()),
+            "aws:CurrentTime": self.ctx.clock.now(),
+            "aws:EpochTime": int(self.ctx.clock.now().timestamp()),
             "aws:ViaAWSService": False,
         }
 
@@ -257,7 +258,7 @@ class CartsApp:
             self._log("INFO", _MAIN, logger, message)
 
     def _log(self, level: str, thread: str, logger: str, message: str) -> None:
-        stamp = Clock.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        stamp = self.ctx.clock.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
         line = f"{stamp} {level:>5} 1 --- [carts] {thread} {logger:<40} : {message}"
         self.ctx.logs.write(self.stream, line)
 

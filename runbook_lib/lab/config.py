@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from runbook_lib.lab.clock import CLOCKS
 from runbook_lib.lab.errors import LabConfigError
 from runbook_lib.lab.faults import Faults, _number
 
@@ -24,12 +25,16 @@ class LabConfig:
     """Settings of one lab (frozen; change the fault knobs at runtime with ``set_faults``).
 
     ``time_scale``: real seconds per simulated second (``1.0`` runs at AWS's pace).
+    ``clock``: ``"real"`` (the lab lives on the wall clock, scaled by ``time_scale``) or
+    ``"stepped"`` (time stands still until :meth:`~runbook_lib.lab.Lab.advance` moves it; see
+    :mod:`runbook_lib.lab.clock`).
     ``seed``: seeds every id and value the lab makes up (task ids, request ids, cart items).
     The fault knobs (``propagation_delay_s``, ``throttle_rate``, ``execution_role_fault``) are
     described on :class:`~runbook_lib.lab.faults.Faults`.
     """
 
     time_scale: float = TEST_TIME_SCALE
+    clock: str = "real"
     seed: int = 0
     propagation_delay_s: float = 0.0
     throttle_rate: float = 0.0
@@ -43,6 +48,10 @@ class LabConfig:
             raise LabConfigError(
                 "time_scale must be real seconds per simulated second, from 0.0001 to 10; "
                 f"got {self.time_scale!r}."
+            )
+        if self.clock not in CLOCKS:
+            raise LabConfigError(
+                f"clock must be {' or '.join(map(repr, CLOCKS))}; got {self.clock!r}."
             )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise LabConfigError(f"seed must be a whole number 0 or greater; got {self.seed!r}.")

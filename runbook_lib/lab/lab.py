@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from runbook_lib.lab.app import make_catalog, make_customers
 from runbook_lib.lab.backends import MOTO_LOCK, Backends
-from runbook_lib.lab.clock import Clock
+from runbook_lib.lab.clock import SteppedClock, make_clock
 from runbook_lib.lab.config import HISTORY_TIME_SCALE, LabConfig
 from runbook_lib.lab.errors import LabConfigError, LabError
 from runbook_lib.lab.faults import Faults
@@ -33,6 +35,13 @@ HISTORY_TIMEOUT_S = 10.0
 #: IAM actions that only read; every other IAM action a client sends counts as a write.
 IAM_READ_PREFIXES = ("Get", "List", "Simulate")
 
+#: On a stepped clock, how far (simulated seconds) the history may go before giving up, and the
+#: step it advances by between two looks.
+HISTORY_LIMIT_S = 1200.0
+STEP_S = 1.0
+
+T = TypeVar("T")
+
 
 class Lab:
     """A local AWS on loopback holding the broken workshop account of step 3.2.
@@ -47,14 +56,14 @@ class Lab:
         self.config = config
         self.account_id = params.lab_account_id
         self.region = params.region
-        clock = Clock(config.time_scale)
+        clock = make_clock(config.clock, config.time_scale)
         self.world = World(
             params=params,
             config=config,
             backends=Backends(self.account_id, self.region),
             clock=clock,
             runtime=Runtime(clock),
-            logs=LogWriter(Backends(self.account_id, self.region), LOG_GROUP),
+            logs=LogWriter(Backends(self.account_id, self.region), LOG_GROUP, clock),
             faults=config.faults,
             seeds=Seeds.from_seed(config.seed),
         )
@@ -112,21 +121,26 @@ class Lab:
             raise
         return lab
 
+    def _stopped_tasks(self) -> int:
+        with MOTO_LOCK:
+            tasks = list(self.scheduler.tasks.values()) if self.scheduler else []
+            return sum(1 for t in tasks if t.last_status == "STOPPED")
+
     def _play_history(self) -> None:
         """Let carts fail ``config.history`` times, quickly, before the lab answers ready."""
         want = self.config.history
         if want <= 0:
             return
         clock = self.world.clock
+        if clock.stepped:
+            self.advance_until(lambda: self._stopped_tasks() >= want, HISTORY_LIMIT_S)
+            return
         saved = clock.time_scale
         clock.time_scale = min(saved, HISTORY_TIME_SCALE)
         deadline = time.monotonic() + HISTORY_TIMEOUT_S
         try:
             while time.monotonic() < deadline:
-                with MOTO_LOCK:
-                    tasks = list(self.scheduler.tasks.values()) if self.scheduler else []
-                    stopped = sum(1 for t in tasks if t.last_status == "STOPPED")
-                if stopped >= want:
+                if self._stopped_tasks() >= want:
                     return
                 time.sleep(0.005)
         finally:
@@ -208,12 +222,55 @@ class Lab:
     def reset(self) -> None:
         """Back to the broken state without a restart: every change since is gone (policies,
         tasks, items, logs), the service starts afresh and the fault knobs return to the
-        lab's configuration."""
+        lab's configuration. A stepped clock starts again from its fixed instant, so a reset lab
+        tells the same history as a new one."""
         self._check_running()
         with MOTO_LOCK:
             self.world.faults = self.config.faults
+            if isinstance(self.world.clock, SteppedClock):
+                self.world.clock.restart()
             self._build()
         self._play_history()
+
+    # --- time ---------------------------------------------------------------------------------
+
+    @property
+    def stepped(self) -> bool:
+        """Whether the lab's time moves only when :meth:`advance` moves it."""
+        return self.world.clock.stepped
+
+    def now(self) -> datetime:
+        """What time the lab's AWS says it is."""
+        with MOTO_LOCK:
+            return self.world.clock.now()
+
+    def advance(self, seconds: float) -> None:
+        """On a stepped clock: let ``seconds`` simulated seconds pass, playing everything that
+        falls due (tasks, the carts app, the scheduler), then stand still again."""
+        self._check_running()
+        if not self.stepped:
+            raise LabError("advance() needs a lab started with LabConfig(clock='stepped')")
+        self.world.runtime.advance(seconds)
+
+    def advance_until(
+        self, check: Callable[[], T | None], limit_s: float, step_s: float = STEP_S
+    ) -> T:
+        """Advance ``step_s`` at a time until ``check()`` returns something truthy (returned);
+        :class:`LabError` after ``limit_s`` simulated seconds. ``check`` runs on a still world."""
+        waited = 0.0
+        while True:
+            value = check()
+            if value:
+                return value
+            if waited >= limit_s:
+                raise LabError(f"nothing came of {limit_s:g} simulated seconds")
+            self.advance(step_s)
+            waited += step_s
+
+    def client_clock(self) -> LabClientClock | None:
+        """The clock a runbook in this process keeps time by (None on a real clock: the wall
+        clock is the lab's clock then)."""
+        return LabClientClock(self) if self.stepped else None
 
     @property
     def faults(self) -> Faults:
@@ -299,3 +356,25 @@ class Lab:
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else "serving"
         return f"<Lab {state} at {self.endpoint_url} account {self.account_id} {self.region}>"
+
+
+class LabClientClock:
+    """A runbook's clock on a stepped lab: its waits are the lab's time passing.
+
+    What a runbook asks a clock (see :class:`runbook_lib.session.SystemClock`): the time AWS says it
+    is, a monotonic reading, and a sleep. Sleeping advances the lab, so a watch that polls every few
+    seconds sees the lab go on exactly as far as it waited, on any machine.
+    """
+
+    def __init__(self, lab: Lab) -> None:
+        self._lab = lab
+
+    def time(self) -> float:
+        return self._lab.now().timestamp()
+
+    def monotonic(self) -> float:
+        with MOTO_LOCK:
+            return self._lab.world.clock.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        self._lab.advance(seconds)

@@ -1,8 +1,10 @@
 """Container output into CloudWatch Logs, the way the awslogs driver ships it.
 
 One log event per line; empty lines are dropped (CloudWatch Logs rejects empty messages).
-Timestamps come from the wall clock and never decrease within a stream, because CloudWatch Logs
-rejects events out of order.
+Timestamps come from the lab's clock and never decrease within a stream, because CloudWatch Logs
+rejects events out of order. Events are stored on the stream itself, as the driver's own
+``PutLogEvents`` would have stored them when they happened: a stepped clock's instants lie in the
+past, where moto's API-level check (events older than 14 days are rejected) would drop them.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ KEEP_STREAMS = 300
 class LogWriter:
     """Writes lines to streams of one log group, in moto's Logs backend (caller holds the lock)."""
 
-    def __init__(self, backends: Backends, group: str, keep: int = KEEP_STREAMS) -> None:
+    def __init__(
+        self, backends: Backends, group: str, clock: Clock, keep: int = KEEP_STREAMS
+    ) -> None:
         self.backends = backends
         self.group = group
+        self.clock = clock
         self.keep = keep
         self._last_ms: dict[str, int] = {}
 
@@ -41,14 +46,12 @@ class LogWriter:
         events = [line for text in lines for line in text.splitlines() if line.strip()]
         if not events:
             return
-        stamp = max(Clock.epoch_ms(), self._last_ms.get(stream, 0))
+        stamp = max(self.clock.epoch_ms(), self._last_ms.get(stream, 0))
         self._last_ms[stream] = stamp
         group = self.backends.logs.groups.get(self.group)
         if group is None or stream not in group.streams:
             return  # somebody deleted the group or stream: the driver's lines go nowhere
-        self.backends.logs.put_log_events(
-            self.group, stream, [{"timestamp": stamp, "message": m} for m in events]
-        )
+        group.put_log_events(stream, [{"timestamp": stamp, "message": m} for m in events])
 
     def forget(self) -> None:
         """Drop what the writer remembers of streams (after the log group was recreated)."""

@@ -10,8 +10,10 @@ service scheduler's checks are all processes::
         yield 8.0                      # the image pull takes 8 simulated seconds
         task.last_status = "RUNNING"
 
-The thread waits on a condition of the same lock, so code that holds the lock (a request thread
-that stopped a task) can wake it at once with :meth:`Runtime.wake`.
+On a real clock the thread waits on a condition of the same lock, so code that holds the lock (a
+request thread that stopped a task) can wake it at once with :meth:`Runtime.wake`. On a stepped
+clock there is no thread: :meth:`Runtime.advance` plays whatever falls due in the caller's thread,
+and between two calls the world stands still.
 """
 
 from __future__ import annotations
@@ -161,9 +163,29 @@ class Runtime:
 
     # --- the thread -------------------------------------------------------------------------
 
+    def advance(self, seconds: float) -> None:
+        """On a stepped clock: play every process that falls due in the next ``seconds``
+        (simulated), in order, each at its own instant; the clock then reads ``seconds`` later."""
+        if not self.clock.stepped:
+            raise RuntimeError("advance() needs a stepped clock; a real clock runs on its own")
+        with self._cond:
+            target = self.clock.monotonic() + max(seconds, 0.0)
+            while self._heap and self._heap[0].due <= target:
+                head = heapq.heappop(self._heap)
+                if not head.proc.alive:
+                    continue
+                self._set_time(head.due)
+                self._step(head.proc)
+            self._set_time(target)
+
+    def _set_time(self, t: float) -> None:
+        advance_to = getattr(self.clock, "advance_to", None)
+        if advance_to is not None:
+            advance_to(t)
+
     def start(self) -> None:
-        """Start the daemon thread (idempotent)."""
-        if self._thread is not None:
+        """Start the daemon thread (idempotent; a stepped clock needs none)."""
+        if self._thread is not None or self.clock.stepped:
             return
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
@@ -172,12 +194,12 @@ class Runtime:
     def stop(self) -> None:
         """Stop the thread and wait for it (idempotent); processes stay cancelled."""
         thread = self._thread
-        if thread is None:
-            return
         with self._cond:
             self._stopping = True
             self.clear()
             self._cond.notify_all()
+        if thread is None:
+            return
         thread.join()
         self._thread = None
 

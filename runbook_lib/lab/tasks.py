@@ -257,6 +257,7 @@ class TaskRunner:
                 shoppers=world.seeds.shoppers,
                 catalog=world.catalog,
                 customers=world.customers,
+                clock=world.clock,
             )
             task.app = CartsApp(ctx, task.id, stream)
             world.runtime.spawn(

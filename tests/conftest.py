@@ -1,0 +1,80 @@
+"""Fixtures the test modules share: a lab per module, clients on it, a lab served by the CLI.
+
+A module chooses its lab with module-level names:
+
+- ``LAB_CLOCK = "stepped"`` (the default): the lab stands still between two calls of a test and
+  moves only when the test waits (``aws.wait``), so comparing two reads never races a scheduler.
+- ``LAB_CLOCK = "real"``: the lab lives on the wall clock; for tests whose runbook runs in another
+  process (the CLI, papermill), which cannot move a stepped lab in this one.
+- ``LAB_SEED = N``: the seed of the lab's made-up ids.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, Clients, Served, clean_env
+
+from runbook_lib.lab import Lab, LabConfig
+from runbook_lib.params import Params
+
+
+@pytest.fixture(scope="module")
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """One lab for the module (the workshop's broken account), checked for scheduler errors."""
+    clock = getattr(request.module, "LAB_CLOCK", "stepped")
+    seed = getattr(request.module, "LAB_SEED", 0)
+    with Lab.start(Params(), LabConfig(time_scale=0.005, seed=seed, clock=clock)) as running:
+        yield running
+        assert running.state()["process_errors"] == []
+
+
+@pytest.fixture(scope="module")
+def clients(lab: Lab) -> Clients:
+    return Clients(lab.endpoint_url, lab=lab)
+
+
+@pytest.fixture
+def aws(lab: Lab, clients: Clients) -> Iterator[Clients]:
+    """Clients on the module's lab, freshly reset to the broken state (no fault knob left set)."""
+    lab.reset()
+    yield clients
+    lab.set_faults(propagation_delay_s=0.0, throttle_rate=0.0, execution_role_fault=None)
+
+
+@pytest.fixture
+def fresh(lab: Lab, aws: Clients) -> Lab:
+    """The module's lab, freshly reset (for tests that hand its endpoint to a run)."""
+    return lab
+
+
+# --- a lab served by `python -m runbook_lib.lab serve` --------------------------------------------
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    """A lab served in its own process (as a learner starts one), stopped after the test."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runbook_lib.lab", "serve", "--time-scale", "0.005"],
+        cwd=ROOT,
+        env=clean_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    exports = [process.stdout.readline().rstrip("\n") for _ in range(4)]
+    try:
+        yield Served(process, exports)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
