@@ -45,7 +45,8 @@ boundary and the organization allowed the request; :meth:`Decision.sentence` is 
 AccessDenied sentence for it.
 
 Public API: :func:`evaluate`, :func:`explain`, :class:`Decision`, :class:`Explanation`,
-:class:`StatementRef`, :class:`PolicyType`, :data:`DecisionKind`, :class:`PolicyError`.
+:class:`StatementRef`, :class:`PolicyType`, :data:`DecisionKind`, :class:`PolicyError`, and the
+input types :data:`Policies` and :data:`Boundary`.
 """
 
 from __future__ import annotations
@@ -71,9 +72,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "Boundary",
     "Decision",
     "DecisionKind",
     "Explanation",
+    "Policies",
     "PolicyError",
     "PolicyType",
     "StatementRef",
