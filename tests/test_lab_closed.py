@@ -282,3 +282,29 @@ def test_the_aws_cli_works_unchanged_and_gets_the_region_sentence(
         "An error occurred (InvalidSignatureException) when calling the ListClusters operation: "
         "Credential should be scoped to a valid region, not 'us-west-3'." in wrong.stderr
     )
+
+
+def test_the_guard_decides_on_headers_alone() -> None:
+    """The pure checks: a person's typed URL (Sec-Fetch-Site: none) and same-origin pass; a
+    Host with another port, a foreign Origin or another site's fetch do not."""
+    from runbook_lib.lab.guard import browser_refusal, control_refusal, own_hosts
+
+    own = {"SERVER_PORT": "5000", "HTTP_HOST": "127.0.0.1:5000"}
+    assert own_hosts("5000") == {"127.0.0.1:5000", "localhost:5000"}
+    assert browser_refusal(own) is None
+    assert browser_refusal({**own, "HTTP_SEC_FETCH_SITE": "none"}) is None
+    assert browser_refusal({**own, "HTTP_ORIGIN": "http://localhost:5000"}) is None
+    assert browser_refusal({**own, "HTTP_HOST": "127.0.0.1:5001"}) is not None
+    assert browser_refusal({**own, "HTTP_HOST": ""}) is not None
+    assert browser_refusal({**own, "HTTP_ORIGIN": "http://127.0.0.1:5001"}) is not None
+    assert browser_refusal({**own, "HTTP_SEC_FETCH_SITE": "same-site"}) is not None
+    token = "t" * 32
+    ok = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/json; charset=utf-8"}
+    assert control_refusal({**ok, "HTTP_X_LAB_TOKEN": token}, token) is None
+    assert control_refusal({"REQUEST_METHOD": "GET", "HTTP_X_LAB_TOKEN": token}, token) is None
+    missing = control_refusal(ok, token)
+    assert missing is not None and missing[0] == 403 and missing[1].startswith("no lab token")
+    refused = control_refusal(
+        {**ok, "CONTENT_TYPE": "text/plain", "HTTP_X_LAB_TOKEN": token}, token
+    )
+    assert refused is not None and refused[0] == 415

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 from runbook_lib.lab.config import SERVE_TIME_SCALE
 from runbook_lib.lab.errors import LabError
-from runbook_lib.lab.server import TOKEN_ENV, TOKEN_HEADER
+from runbook_lib.lab.guard import TOKEN_ENV, TOKEN_HEADER
 from runbook_lib.params import ParameterError
 
 EXIT_ERROR = 2

@@ -17,11 +17,12 @@ from runbook_lib.lab.clock import SteppedClock, make_clock
 from runbook_lib.lab.config import HISTORY_TIME_SCALE, LabConfig
 from runbook_lib.lab.errors import LabConfigError, LabError
 from runbook_lib.lab.faults import Faults
+from runbook_lib.lab.guard import TOKEN_ENV
 from runbook_lib.lab.logstream import LogWriter
 from runbook_lib.lab.runtime import Runtime
 from runbook_lib.lab.scheduler import ServiceScheduler
 from runbook_lib.lab.seed import LOG_GROUP, Seeded, seed_workshop
-from runbook_lib.lab.server import TOKEN_ENV, LabApp, LabServer
+from runbook_lib.lab.server import LabApp, LabServer
 from runbook_lib.lab.world import Seeds, World
 from runbook_lib.params import Params
 from runbook_lib.session import LAB_ACCESS_KEY, LAB_SECRET_KEY

@@ -14,7 +14,7 @@ The wrapper (:class:`LabApp`)
   scheduler thread edits the same objects;
 - answers a request signed for a region moto cannot hold with AWS's own refusal ("Credential
   should be scoped to a valid region"), never a 500;
-- is closed to web pages (see :func:`browser_refusal`): only its own loopback Host, no foreign
+- is closed to web pages (:mod:`runbook_lib.lab.guard`): only its own loopback Host, no foreign
   ``Origin``, no cross-site fetch, no CORS header on any answer, no unsigned AWS request, and
   the control routes want a JSON body and the lab's token.
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hmac
 import io
 import json
 import socket
@@ -39,6 +38,7 @@ from urllib.parse import parse_qs
 from runbook_lib.lab.backends import MOTO_LOCK
 from runbook_lib.lab.errors import LabConfigError, PortInUse
 from runbook_lib.lab.faults import THROTTLED_SERVICES, ErrorResponse, throttling_error
+from runbook_lib.lab.guard import browser_refusal, control_refusal
 from runbook_lib.regions import aws_regions
 
 HOST = "127.0.0.1"
@@ -84,74 +84,6 @@ def signing_region(environ: dict[str, Any]) -> str:
         return scope.split("/")[2]
     except IndexError:
         return ""
-
-
-#: The header the control routes want the lab's token in, and the variable that carries it.
-TOKEN_HEADER = "X-Lab-Token"
-TOKEN_ENV = "RUNBOOK_LAB_TOKEN"
-#: What a browser says in ``Sec-Fetch-Site`` for a request a person made (typed URL) or that a
-#: page of the same origin made; anything else came from another site.
-_OWN_FETCH_SITES = frozenset({"same-origin", "none"})
-
-
-def own_hosts(port: str) -> frozenset[str]:
-    """The Host values the lab answers: its loopback address and ``localhost``, with its port."""
-    hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}
-    if port == "80":
-        hosts |= {"127.0.0.1", "localhost"}
-    return frozenset(hosts)
-
-
-def browser_refusal(environ: dict[str, Any]) -> str | None:
-    """Why a request must be refused because a web page may have sent it; None to serve it.
-
-    A page in the learner's browser can reach 127.0.0.1 too. Against DNS rebinding (a page on
-    ``evil.example`` whose name now resolves to 127.0.0.1) the Host must be the lab's own
-    address; against cross-site requests (a form or a ``fetch`` from any page) a foreign
-    ``Origin`` or a ``Sec-Fetch-Site`` other than same-origin is refused. boto3 and the aws CLI
-    send the endpoint's own Host and neither header, so they are never refused.
-    """
-    port = str(environ.get("SERVER_PORT", ""))
-    host = str(environ.get("HTTP_HOST", "")).lower()
-    if host not in own_hosts(port):
-        return (
-            f"the lab answers only requests for http://127.0.0.1:{port} or "
-            f"http://localhost:{port}; Host {_quote(host)} is refused (DNS rebinding guard)"
-        )
-    origin = environ.get("HTTP_ORIGIN")
-    if origin is not None and str(origin).lower() not in {f"http://{h}" for h in own_hosts(port)}:
-        return f"the lab refuses cross-origin requests; Origin {_quote(str(origin))} is refused"
-    site = environ.get("HTTP_SEC_FETCH_SITE")
-    if site is not None and str(site).lower() not in _OWN_FETCH_SITES:
-        return f"the lab refuses requests from other sites; Sec-Fetch-Site {_quote(str(site))}"
-    return None
-
-
-def _quote(text: str) -> str:
-    return repr(text[:100] + ("…" if len(text) > 100 else ""))
-
-
-def control_refusal(environ: dict[str, Any], token: str) -> tuple[int, str] | None:
-    """Why a ``/_lab/`` request must be refused (status, sentence); None to serve it.
-
-    The token stops a page that guessed the port; the JSON content type stops an HTML form or a
-    ``text/plain`` fetch, which a browser sends cross-site without asking first.
-    """
-    sent = str(environ.get("HTTP_X_LAB_TOKEN", ""))
-    if not hmac.compare_digest(sent.encode(), token.encode()):
-        return 403, (
-            f"{'a wrong' if sent else 'no'} lab token: send the {TOKEN_HEADER} header with the "
-            f"lab's token ({TOKEN_ENV} in the export lines of 'python -m runbook_lib.lab "
-            "serve')"
-        )
-    method = str(environ.get("REQUEST_METHOD", "GET"))
-    kind = str(environ.get("CONTENT_TYPE", "")).split(";", 1)[0].strip().lower()
-    if method in ("POST", "PUT") and kind != "application/json":
-        return (
-            415,
-            f"the lab's control routes take a JSON body (Content-Type: application/json); got {_quote(kind)}",
-        )
-    return None
 
 
 def json_operation(environ: dict[str, Any]) -> str:
