@@ -11,24 +11,21 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 from botocore.exceptions import ClientError
-from lab_fixtures import ROLE, WORKSHOP_POLICY, Clients, shared_lab
+from helpers import BIN, ROLE, WORKSHOP_POLICY, Clients, clean_env
 
 from runbook_lib.lab import Lab
 
 pytestmark = pytest.mark.lab
 
-lab, clients, aws = shared_lab(seed=11)
-
-BIN = Path(sys.executable).parent
+#: Nothing here waits on the lab's time: the default stepped clock holds it still.
+LAB_SEED = 11
 #: A SigV4 header as botocore writes it (the lab reads the scope; it checks no signature).
 SIGNED_IAM = (
     "AWS4-HMAC-SHA256 Credential=lab/20260101/us-east-1/iam/aws4_request, "
@@ -235,13 +232,7 @@ def test_a_region_the_lab_cannot_hold_gets_awss_answer_not_a_500(
 
 
 def aws_cli(running: Lab, *args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(running.env())
-    env.update(
-        HOME=str(tmp_path),
-        AWS_CONFIG_FILE=str(tmp_path / "no-config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-credentials"),
-    )
+    env = {**clean_env(tmp_path), **running.env()}
     return subprocess.run(
         [str(BIN / "aws"), *args], env=env, capture_output=True, text=True, timeout=120
     )
