@@ -971,10 +971,10 @@ STRICT_VALUES: list[tuple[str, dict[str, Any], str, str]] = [
         "must be a region the lab can hold",
     ),
     (
-        "region: 'me-west-1' for the lab (AWS lists it; no ECS endpoint yet)",
-        {"region": "me-west-1"},
+        "region: 'me-west-1' (announced in partitions.json, no endpoint yet)",
+        {"backend": "aws", "region": "me-west-1"},
         "region",
-        "no ECS, DynamoDB, CloudWatch Logs or EC2 endpoint",
+        "not in botocore's list of regions",
     ),
     ("table: 10 MB of text", {"table": "t" * 10_000_000}, "table", "…."),
     ("index: a value built from YAML aliases", {"index": _alias_bomb()}, "index", "as text"),

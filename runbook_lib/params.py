@@ -23,7 +23,7 @@ MAX_TIMEOUT_S = 3600.0
 
 # Whole strings, ASCII only: re.fullmatch leaves no trailing newline past "$", and re.ASCII keeps
 # \w and \d from accepting other scripts' letters and digits (fullwidth digits are \d otherwise).
-# Region names are lower case; each partition's regionRegex (regions.py) then decides the shape.
+# Region names are lower case ASCII; each partition's regionRegex (partitions.py) decides the rest.
 _REGION_CHARS = re.compile(r"[a-z0-9-]{1,50}", re.ASCII)
 _ACCOUNT = re.compile(r"[0-9]{12}", re.ASCII)
 _PROFILE = re.compile(r"[A-Za-z0-9_.@+=,-]{1,128}", re.ASCII)
@@ -252,18 +252,23 @@ def _check_port(url: str) -> None:
 def _check_region(region: str, backend: Any) -> None:
     """A region AWS lists (botocore's partitions), and for the lab one it can hold.
 
-    The format is each partition's ``regionRegex`` (AWS-FACTS §9) taken whole and ASCII-only; the
-    list is botocore's, so a well-formed name AWS does not have (``us-west-3``) stops here rather
-    than in the HTTP signer or the lab (see :mod:`runbook_lib.regions`).
+    A lower-case ASCII name in some partition's shape (its ``regionRegex``, AWS-FACTS §9,
+    :mod:`runbook_lib.partitions`) that the partition also lists: a well-formed name AWS does not
+    have (``us-west-3``) stops here rather than in the HTTP signer or the lab (see
+    :mod:`runbook_lib.regions`).
     """
     import difflib
 
     from runbook_lib import regions
+    from runbook_lib.partitions import UnknownRegion, partition_for_region
 
     allowed = _RULES["region"][0]
-    partition = regions.partition_of(region) if _REGION_CHARS.fullmatch(region) else None
-    if partition is None:
+    if not _REGION_CHARS.fullmatch(region):
         raise _fail("region", allowed, region)
+    try:
+        partition = partition_for_region(region)
+    except UnknownRegion:
+        raise _fail("region", allowed, region) from None
     known = regions.aws_regions()
     if region not in known:
         near = difflib.get_close_matches(region, sorted(known), n=1, cutoff=0.8)

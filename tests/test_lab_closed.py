@@ -12,8 +12,10 @@ from __future__ import annotations
 import http.client
 import json
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -204,31 +206,45 @@ def test_unsigned_requests_and_moto_api_are_refused(lab: Lab, aws: Clients) -> N
     ],
 )
 @pytest.mark.parametrize("region", ["us-west-3", "me-west-1"])
-def test_a_region_the_lab_cannot_hold_gets_awss_answer_not_a_500(
+def test_a_region_aws_does_not_have_gets_awss_answer_not_a_500(
     lab: Lab,
     capfd: pytest.CaptureFixture[str],
     region: str,
     service: str,
-    call: object,
+    call: Callable[[Any], Any],
     code: str,
 ) -> None:
-    """us-west-3 AWS does not have; me-west-1 AWS lists, but botocore (so moto) has no ECS,
-    DynamoDB or Logs endpoint there, and IAM and STS answer for it as for any real region."""
-    client = Clients(lab.endpoint_url, region=region)
-    if region == "me-west-1" and service in ("sts", "iam"):
-        assert callable(call)
-        call(getattr(client, service))
-        return
+    """us-west-3 no partition lists; me-west-1 only botocore's partitions.json announces. moto
+    would answer IAM and STS for them and fail the regional services with a 500."""
+    assert_region_refused(
+        lambda: call(getattr(Clients(lab.endpoint_url, region=region), service)), code, region
+    )
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_real_region_moto_has_no_backend_for_is_not_a_500(
+    lab: Lab, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """botocore lists mx-central-1, but has no CodeBuild endpoint there, so moto has no
+    CodeBuild backend for it (KeyError inside moto): the same 403, not a 500."""
+    import boto3
+
+    codebuild = boto3.Session(
+        aws_access_key_id="lab", aws_secret_access_key="lab", region_name="mx-central-1"
+    ).client("codebuild", endpoint_url=lab.endpoint_url)
+    assert_region_refused(codebuild.list_projects, "InvalidSignatureException", "mx-central-1")
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def assert_region_refused(call: Callable[[], Any], code: str, region: str) -> None:
     with pytest.raises(ClientError) as err:
-        assert callable(call)
-        call(getattr(client, service))
+        call()
     error = err.value.response
     assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
     assert error["Error"]["Code"] == code
     assert error["Error"]["Message"] == (
         f"Credential should be scoped to a valid region, not '{region}'."
     )
-    assert "Traceback" not in capfd.readouterr().err
 
 
 def aws_cli(running: Lab, *args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
