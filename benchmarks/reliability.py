@@ -171,14 +171,20 @@ class Matrix:
 
     # --- bad input ----------------------------------------------------------------------------
 
-    def bad_value(self, name: str, values: dict[str, Any], param: str) -> None:
+    def bad_value(self, name: str, values: dict[str, Any], param: str, phrase: str = "") -> None:
+        """Refused naming ``param``, in one short sentence that holds ``phrase``."""
         before = len(self.lab.iam_writes)
         try:
             Params.from_mapping(values, source="the matrix")
         except ParameterError as exc:
             msg = str(exc)
             handled = (
-                exc.name == param and repr(param) in msg and msg.endswith(".") and "\n" not in msg
+                exc.name == param
+                and repr(param) in msg
+                and phrase in msg
+                and msg.endswith(".")
+                and "\n" not in msg
+                and len(msg) < 600
             )
             observed = f"ParameterError: {msg}"
         else:
@@ -186,15 +192,24 @@ class Matrix:
         writes = len(self.lab.iam_writes) - before
         self.add(Case(name, f"refused, naming '{param}'", observed, writes, handled, True))
 
-    def bad_file(self, name: str, text: str | None, param: str) -> None:
-        path = self.workdir / f"params-{len(self.cases)}.yaml"
-        if text is not None:
-            path.write_text(text)
+    def bad_file(
+        self, name: str, content: str | bytes | Path | None, param: str, phrase: str = ""
+    ) -> None:
+        """A params file (written from ``content``, or an existing path; None: missing)."""
+        path = (
+            content
+            if isinstance(content, Path)
+            else self.workdir / f"params-{len(self.cases)}.yaml"
+        )
+        if isinstance(content, str):
+            path.write_text(content)
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
         before = len(self.lab.iam_writes)
         try:
             params_from_file(path)
         except ParameterError as exc:
-            handled = exc.name == param and "\n" not in str(exc)
+            handled = exc.name == param and phrase in str(exc) and "\n" not in str(exc)
             observed = f"ParameterError: {exc}".replace(str(self.workdir), "…")
         else:
             handled, observed = False, "accepted"
@@ -566,45 +581,6 @@ class Matrix:
         )
 
     # --- strict inputs, edge failures, a lab closed to the browser ---------------------------
-
-    def strict_value(self, name: str, values: dict[str, Any], param: str, phrase: str) -> None:
-        """Like :meth:`bad_value`, and the sentence must hold ``phrase`` and stay short."""
-        before = len(self.lab.iam_writes)
-        try:
-            Params.from_mapping(values, source="the matrix")
-        except ParameterError as exc:
-            msg = str(exc)
-            handled = (
-                exc.name == param
-                and phrase in msg
-                and msg.endswith(".")
-                and "\n" not in msg
-                and len(msg) < 600
-            )
-            observed = f"ParameterError: {msg}"
-        else:
-            handled, observed = False, "accepted"
-        writes = len(self.lab.iam_writes) - before
-        self.add(Case(name, f"refused, naming '{param}'", observed, writes, handled, True))
-
-    def strict_file(self, name: str, content: bytes | Path, param: str, phrase: str) -> None:
-        """A params file (written from bytes, or an existing path) refused with ``phrase``."""
-        if isinstance(content, Path):
-            path = content
-        else:
-            path = self.workdir / f"params-{len(self.cases)}.yaml"
-            path.write_bytes(content)
-        before = len(self.lab.iam_writes)
-        try:
-            params_from_file(path)
-        except ParameterError as exc:
-            msg = str(exc)
-            handled = exc.name == param and phrase in msg and "\n" not in msg
-            observed = f"ParameterError: {msg}".replace(str(self.workdir), "…")
-        else:
-            handled, observed = False, "accepted"
-        writes = len(self.lab.iam_writes) - before
-        self.add(Case(name, f"refused, naming '{param}'", observed, writes, handled, True))
 
     def cli_params_file(self, name: str, path: str, phrase: str) -> None:
         """``carts-runbook run --params PATH``: exit 2, one line, no kernel."""
@@ -1127,9 +1103,9 @@ def main() -> int:
             m.aws_writes_and_rolls_back,
         ]
         for name, values, param, phrase in STRICT_VALUES:
-            steps.append(partial(m.strict_value, name, values, param, phrase))
+            steps.append(partial(m.bad_value, name, values, param, phrase))
         for name, content, param, phrase in STRICT_FILES:
-            steps.append(partial(m.strict_file, name, content, param, phrase))
+            steps.append(partial(m.bad_file, name, content, param, phrase))
         steps.append(partial(m.cli_params_file, "CLI --params /bin/ls", "/bin/ls", "is binary"))
         for name, overrides, phrase in STRICT_CLI:
             steps.append(partial(m.bad_cli, name, overrides, phrase))
