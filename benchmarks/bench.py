@@ -37,6 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from runbook_lib.history import latest_run
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PARAMS = ROOT / "params" / "lab.yaml"
@@ -101,8 +103,9 @@ def headless_run(tmp: Path) -> dict[str, Any]:
     started, wall, done = timed(cmd)
     if done.returncode != 0:
         raise RuntimeError(f"carts-runbook run failed:\n{done.stderr[-2000:]}")
-    record = json.loads((out / "fix-iam-permissions.record.json").read_text())
-    nb = json.loads((out / "fix-iam-permissions.ipynb").read_text())
+    run = latest_run(out) or out
+    record = json.loads((run / "fix-iam-permissions.record.json").read_text())
+    nb = json.loads((run / "fix-iam-permissions.ipynb").read_text())
     cells = {
         tag[5:]: c["metadata"]["papermill"]
         for c in nb["cells"]

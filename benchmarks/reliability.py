@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runbook_lib.history import latest_run
 from runbook_lib.lab import Lab
 from runbook_lib.params import LAB_DEFAULT_ACCOUNT, ParameterError, Params, params_from_file
 from runbook_lib.policy import render_policy, same_policy
@@ -143,7 +144,7 @@ class Matrix:
             cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=self.env(aws_endpoint)
         )
         out.mkdir(exist_ok=True)
-        return CliRun(proc, _record(out), out)
+        return CliRun(proc, _record(out), _run_dir(out))
 
     def inline(self) -> dict[str, Any]:
         names = self.iam.list_role_policies(RoleName=ROLE)["PolicyNames"]
@@ -347,7 +348,9 @@ class Matrix:
             dying.stop()
         stdout, stderr = proc.communicate(timeout=120)
         run = CliRun(
-            subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr), _record(out), out
+            subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr),
+            _record(out),
+            _run_dir(out),
         )
         undo = f"aws iam delete-role-policy --role-name {ROLE} --policy-name {POLICY}"
         handled = (
@@ -557,8 +560,13 @@ class Matrix:
         )
 
 
+def _run_dir(out: Path) -> Path:
+    """The newest run's folder under ``--out`` (``out/latest``); ``out`` when no run started."""
+    return latest_run(out) or out
+
+
 def _record(out: Path) -> dict[str, Any]:
-    path = out / f"{STEM}.record.json"
+    path = _run_dir(out) / f"{STEM}.record.json"
     try:
         return json.loads(path.read_text()) if path.exists() else {}
     except json.JSONDecodeError:

@@ -16,6 +16,7 @@ import boto3
 import pytest
 from lab_fixtures import Clients, task_id, wait_for
 
+from runbook_lib.history import latest_run
 from runbook_lib.params import Params
 from runbook_lib.record import find_secrets
 
@@ -33,7 +34,7 @@ def run_cli(
     if params:
         cmd += ["--params", params]
     proc = subprocess.run(cmd + list(args), cwd=ROOT, capture_output=True, text=True, timeout=300)
-    rec_path = out / "fix-iam-permissions.record.json"
+    rec_path = (latest_run(out) or out) / "fix-iam-permissions.record.json"
     record = json.loads(rec_path.read_text()) if rec_path.exists() else {}
     return proc, record
 
@@ -77,7 +78,9 @@ def assert_no_secrets(out: Path) -> None:
 def test_main_command_fixes_carts_in_an_embedded_lab(tmp_path: Path) -> None:
     """The README's main job: papermill on params/lab.yaml ends with carts RUNNING."""
     proc, record = run_cli(tmp_path)
+    run = latest_run(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert run is not None and run.parent == tmp_path
     assert record["outcome"] == "fixed: carts is RUNNING"
     steps = record["steps"]
     assert steps["diagnose"]["cause"] == "task-role"
@@ -93,9 +96,9 @@ def test_main_command_fixes_carts_in_an_embedded_lab(tmp_path: Path) -> None:
         "fix-iam-permissions.html",
         "fix-iam-permissions.record.json",
     ):
-        assert (tmp_path / name).stat().st_size > 0
+        assert (run / name).stat().st_size > 0
     assert "  diagnose" in proc.stderr and "outcome:  fixed: carts is RUNNING" in proc.stdout
-    assert_no_secrets(tmp_path)
+    assert_no_secrets(run)
 
 
 def test_least_privilege_scope_and_rollback_restore_the_exact_prior_state(

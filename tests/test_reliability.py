@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from lab_fixtures import ROLE, Clients, wait_for
 
+from runbook_lib.history import latest_run
 from runbook_lib.iam import Plan
 from runbook_lib.lab import Lab
 from runbook_lib.params import LAB_DEFAULT_ACCOUNT, ParameterError, Params
@@ -68,8 +69,13 @@ def run_cli(
     return proc, read_record(out)
 
 
+def run_dir(out: Path) -> Path:
+    """The newest run's folder under ``--out`` (through ``out/latest``)."""
+    return latest_run(out) or out
+
+
 def read_record(out: Path) -> dict[str, Any]:
-    path = out / f"{STEM}.record.json"
+    path = run_dir(out) / f"{STEM}.record.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -81,12 +87,12 @@ def inline(aws: Clients) -> dict[str, Any]:
 
 
 def error_outputs(out: Path) -> list[dict[str, Any]]:
-    nb = json.loads((out / f"{STEM}.ipynb").read_text())
+    nb = json.loads((run_dir(out) / f"{STEM}.ipynb").read_text())
     return [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
 
 
 def cell_text(out: Path, step: str) -> str:
-    nb = json.loads((out / f"{STEM}.ipynb").read_text())
+    nb = json.loads((run_dir(out) / f"{STEM}.ipynb").read_text())
     for cell in nb["cells"]:
         if f"step:{step}" in cell.get("metadata", {}).get("tags", []):
             return "".join(
@@ -390,7 +396,7 @@ def test_aws_backend_keeps_credentials_out_of_every_output(
         assert record["steps"]["apply"] == {"written": False, "reason": "apply is false"}
         assert fresh.iam_writes == []
     assert inline(aws) == before
-    files = sorted(p for p in tmp_path.iterdir() if p.is_file())
+    files = sorted(p for p in run_dir(tmp_path).iterdir() if p.is_file())
     assert {p.name for p in files} >= {f"{STEM}.ipynb", f"{STEM}.html", f"{STEM}.record.json"}
     for text, where in [(p.read_text(errors="replace"), p.name) for p in files] + [
         (proc.stdout, "stdout"),
@@ -426,5 +432,5 @@ def test_bad_input_exits_2_with_one_line_and_no_write(
     proc, record = run_cli(tmp_path, f"endpoint_url={fresh.endpoint_url}", *overrides)
     assert proc.returncode == 2 and phrase in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and record == {}
-    assert not (tmp_path / f"{STEM}.ipynb").exists()
+    assert list(tmp_path.iterdir()) == []  # checked before a run folder or a kernel exists
     assert fresh.iam_writes == []
