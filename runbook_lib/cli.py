@@ -66,13 +66,19 @@ class Interrupts:
 
     The first asks the kernel to stop the running cell, as JupyterLab's "interrupt the kernel"
     does (the step marks the record ``interrupted`` with the undo command), and no further cell
-    starts. A second stops the kernel at once. The handler only sends signals: it never raises
-    into papermill's event loop, so no traceback reaches the terminal.
+    starts. A kernel between two cells ignores SIGINT, and the cell papermill has just sent may
+    not have begun, so the interrupt is repeated every :attr:`REPEAT_S` until the cell in flight
+    has ended. A second Ctrl-C stops the kernel at once. The handler only sends signals: it
+    never raises into papermill's event loop, so no traceback reaches the terminal.
     """
+
+    REPEAT_S = 0.5
 
     def __init__(self) -> None:
         self.count = 0
         self.kernel: Kernel | None = None
+        self.in_cell = False
+        self._done = threading.Event()
         self._previous: Any = None
 
     def __enter__(self) -> Interrupts:
@@ -80,15 +86,26 @@ class Interrupts:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._done.set()
         signal.signal(signal.SIGINT, self._previous)
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
-        if self.kernel is not None:
-            if self.count == 1:
-                self.kernel.interrupt()
-            else:
-                self.kernel.kill()
+        kernel = self.kernel
+        if kernel is None:
+            return
+        if self.count == 1:
+            kernel.interrupt()
+            threading.Thread(target=self._repeat, args=(kernel,), daemon=True).start()
+        else:
+            self._done.set()
+            kernel.kill()
+
+    def _repeat(self, kernel: Kernel) -> None:
+        while not self._done.wait(self.REPEAT_S):
+            if not self.in_cell or self.kernel is not kernel:
+                return
+            kernel.interrupt()
 
     @property
     def interrupted(self) -> bool:
@@ -118,6 +135,8 @@ class Progress:
             from nbclient.exceptions import CellExecutionError
 
             raise CellExecutionError("interrupted", "KeyboardInterrupt", "the run was interrupted")
+        if self.interrupts is not None:
+            self.interrupts.in_cell = True
         step = _step_of(cell)
         if step:
             self.step = step
@@ -127,9 +146,16 @@ class Progress:
             print(f"  {step:<11}", end="", file=self.stream, flush=True)
 
     def done(self, cell: Any, cell_index: int, execute_reply: Any = None, **_: Any) -> None:
+        if self.interrupts is not None:
+            self.interrupts.in_cell = False
         step = _step_of(cell)
         if step:
-            failed = any(o.get("output_type") == "error" for o in cell.get("outputs", []))
+            # An interrupted cell has no error output (IPython prints "KeyboardInterrupt"): its
+            # execute reply says "error" all the same.
+            reply = (execute_reply or {}).get("content", {}).get("status", "ok")
+            failed = reply != "ok" or any(
+                o.get("output_type") == "error" for o in cell.get("outputs", [])
+            )
             status = "FAILED" if failed else "ok"
             if failed and self.interrupts is not None and self.interrupts.interrupted:
                 status = "interrupted"
