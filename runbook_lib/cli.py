@@ -225,10 +225,10 @@ class HtmlWriter:
     """Renders the executed notebook as HTML (nbconvert, the JupyterLab template).
 
     nbconvert's first rendering costs more than later ones together (imports, templates, the
-    theme's CSS, the code highlighter). :meth:`warm_up` pays it in a thread while the kernel
-    waits (the watch step waits on ECS), when this process has nothing to do; it renders a
-    small notebook with the kinds of cells and outputs the runbook has. BENCHMARKS.md has the
-    figures.
+    theme's CSS, the code highlighter, the CSS selectors it compiles). :meth:`warm_up` pays it in
+    a thread while the kernel works (from the connect step on), when this process has nothing
+    to do; it renders a small notebook with the kinds of cells and outputs the runbook has.
+    BENCHMARKS.md has the figures.
     """
 
     def __init__(self) -> None:
@@ -371,7 +371,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     html = HtmlWriter()
 
     def warm_up(step: str) -> None:
-        if step == "watch":
+        if step == "connect":  # the kernel starts a lab or reaches AWS: this process is idle
             html.warm_up()
 
     def render() -> None:

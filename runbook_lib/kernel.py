@@ -4,28 +4,29 @@ promptly.
 papermill (through nbclient) can start and stop a kernel itself; ``carts-runbook`` does both so
 that the kernel is the one it should be and none of its start or stop adds to the run:
 
-- **This interpreter, always.** The kernel runs ``sys.executable -m ipykernel_launcher``, not
-  whatever a ``python3`` kernel spec on the machine names (a user's ``~/.local/share/jupyter``
-  spec comes before the environment's own): an installed tool (pipx, a container) then runs the
-  notebook with the ``runbook_lib`` it was installed with.
+- **This interpreter, always.** The kernel runs ipykernel in ``sys.executable`` (through
+  :func:`launch`), not whatever a ``python3`` kernel spec on the machine names (a user's
+  ``~/.local/share/jupyter`` spec comes before the environment's own): an installed tool (pipx,
+  a container) then runs the notebook with the ``runbook_lib`` it was installed with.
 - **Local sockets in a private folder.** The kernel listens on IPC transport (Unix sockets) in a
   folder of its own (mode 0700), with its connection file: no TCP port on the machine, and no
   "running over TCP without encryption" warning. The folder is removed when the kernel stops.
 - **Its own output kept apart.** What the kernel process itself prints (not a cell's output,
   which goes to the notebook) goes to :attr:`Kernel.log_path`, not to the command's terminal:
-  the command prints only its own lines. :meth:`Kernel.log_text` gives it back for a run that
-  failed.
+  the command prints only its own lines, and keeps the log as ``kernel.log`` when there is one.
 - **Started early.** Started before papermill is imported, the kernel boots while the command
   imports papermill and reads the notebook.
-- **Ready without the final wait** (one of :mod:`runbook_lib.speedups`). The client's readiness check is jupyter_client's
+- **Ready without the final wait.** The client's readiness check is jupyter_client's
   (``kernel_info`` answered, IOPub connected) without its last fraction of a second listening for
   IOPub to fall silent: nbclient ignores every message that answers no request of its own, so
   left-over start-up messages cannot reach a cell.
-- **Stopped promptly.** The kernel's exit is polled every 10 ms (a speed-up too), and the command does its own last
+- **Stopped promptly.** The kernel's exit is polled every 10 ms, and the command does its own last
   work (the HTML) while the kernel exits.
 
-The kernel runs as nbclient would run it otherwise: IPython history in memory (no file under
-``~/.ipython``), the working directory given. BENCHMARKS.md has what each of these saves.
+The last three, and :func:`launch`'s own (:func:`runbook_lib.speedups.in_kernel`), are speed-ups:
+``RUNBOOK_SPEEDUPS=0`` turns them off. The kernel otherwise runs as nbclient would run it: IPython
+history in memory (no file under ``~/.ipython``), the working directory given. BENCHMARKS.md has
+what each of these saves.
 """
 
 from __future__ import annotations
@@ -48,8 +49,21 @@ KERNEL_NAME = "python3"
 
 
 def kernel_argv() -> list[str]:
-    """The kernel's command line: this interpreter's ipykernel (see the module's docstring)."""
-    return [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    """The kernel's command line: this interpreter's ipykernel (see the module's docstring),
+    through :func:`launch` unless the speed-ups are off."""
+    launcher = "runbook_lib.kernel" if speedups.enabled() else "ipykernel_launcher"
+    return [sys.executable, "-m", launcher, "-f", "{connection_file}"]
+
+
+def launch() -> None:
+    """Start ipykernel as ``ipykernel_launcher`` does, after the kernel-side speed-ups."""
+    # The working directory comes off sys.path while ipykernel loads; IPython puts it back.
+    if sys.path and (sys.path[0] == "" or Path(sys.path[0]) == Path.cwd()):
+        del sys.path[0]
+    speedups.in_kernel()
+    from ipykernel import kernelapp
+
+    kernelapp.launch_new_instance()
 
 
 class Kernel:
@@ -210,3 +224,7 @@ async def _wait_for_ready(client: Any, timeout: float | None) -> None:
             raise RuntimeError("Kernel died before replying to kernel_info")
         if time.monotonic() > deadline:
             raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+
+
+if __name__ == "__main__":
+    launch()

@@ -6,10 +6,12 @@ environment turns every one of them off and the command runs the libraries' plai
 suite runs the command both ways, so a broken speed-up shows up as a failure of the run with
 them on only. What each buys is measured in BENCHMARKS.md.
 
-- :func:`import_jsonschema`: jsonschema (nbformat's validator) imported without its IRI format
-  checkers, which no notebook schema uses.
+- :func:`import_jsonschema`: jsonschema (nbformat's validator) imported without its format
+  checkers' packages (no notebook schema uses a format).
 - :func:`import_papermill`: papermill imported without its S3 handler (which imports boto3);
   the command never reads or writes ``s3://`` paths.
+- :func:`in_kernel`: the headless kernel started without debugpy (no debugger is attached to a
+  headless run).
 - :func:`freeze_gc`: the garbage collector frozen at exit, so finalisation does not walk every
   object left (papermill's and nbconvert's in the command, moto's in a kernel holding a lab).
 - The kernel's readiness check without its final IOPub silence, and its exit polled every
@@ -54,11 +56,33 @@ def import_without(module: str, *optional: str) -> ModuleType:
                 del sys.modules[name]
 
 
+#: The optional packages behind jsonschema's format checkers (``iri``, ``duration``, ``color``,
+#: ``uri-template``, ...). No notebook schema uses a format, and with ``rfc3987_syntax`` installed
+#: (jupyter-events pulls it in) importing jsonschema builds Earley parsers for the ``iri`` formats.
+JSONSCHEMA_FORMAT_PACKAGES = (
+    "rfc3987_syntax",
+    "rfc3987",
+    "rfc3986_validator",
+    "rfc3339_validator",
+    "fqdn",
+    "idna",
+    "webcolors",
+    "jsonpointer",
+    "uri_template",
+    "isoduration",
+)
+
+
 def import_jsonschema() -> None:
-    """jsonschema without ``rfc3987_syntax``: with that package installed (jupyter-events pulls it
-    in), importing jsonschema builds Earley parsers for the ``iri`` and ``iri-reference`` formats,
-    which no notebook schema uses."""
-    import_without("jsonschema", "rfc3987_syntax")
+    """jsonschema (nbformat's validator) without the packages of its format checkers."""
+    import_without("jsonschema", *JSONSCHEMA_FORMAT_PACKAGES)
+
+
+def in_kernel() -> None:
+    """The headless kernel's own: ipykernel without debugpy, whose import and protocol schema
+    are a good part of a kernel's start, for a debugger nobody attaches to a headless run
+    (ipykernel then offers none, as when debugpy is not installed)."""
+    import_without("ipykernel.debugger", "debugpy")
 
 
 def import_papermill() -> ModuleType:
