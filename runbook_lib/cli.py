@@ -65,19 +65,22 @@ class Interrupts:
     """Ctrl-C (SIGINT) while a run executes.
 
     The first asks the kernel to stop the running cell, as JupyterLab's "interrupt the kernel"
-    does (the step marks the record ``interrupted`` with the undo command), and no further cell
+    does: the step marks the record ``interrupted`` with the undo command, and no further cell
     starts. A kernel between two cells ignores SIGINT, and the cell papermill has just sent may
-    not have begun, so the interrupt is repeated every :attr:`REPEAT_S` until the cell in flight
-    has ended. A second Ctrl-C stops the kernel at once. The handler only sends signals: it
-    never raises into papermill's event loop, so no traceback reaches the terminal.
+    not have begun: until the step has marked the record (or the cell has ended), the interrupt
+    is repeated every :attr:`REPEAT_S`, at most :attr:`REPEATS` times. A second Ctrl-C stops the
+    kernel at once. The handler only sends signals: it never raises into papermill's event loop,
+    so no traceback reaches the terminal.
     """
 
     REPEAT_S = 0.5
+    REPEATS = 10
 
-    def __init__(self) -> None:
+    def __init__(self, record: Path | None = None) -> None:
         self.count = 0
         self.kernel: Kernel | None = None
         self.in_cell = False
+        self._record = record
         self._done = threading.Event()
         self._previous: Any = None
 
@@ -102,10 +105,21 @@ class Interrupts:
             kernel.kill()
 
     def _repeat(self, kernel: Kernel) -> None:
-        while not self._done.wait(self.REPEAT_S):
-            if not self.in_cell or self.kernel is not kernel:
+        for _ in range(self.REPEATS):
+            if self._done.wait(self.REPEAT_S):
+                return
+            if not self.in_cell or self.kernel is not kernel or self._marked():
                 return
             kernel.interrupt()
+
+    def _marked(self) -> bool:
+        """Whether the record already says ``interrupted`` (the kernel took the interrupt)."""
+        if self._record is None:
+            return False
+        try:
+            return bool(json.loads(self._record.read_text())["outcome"] == "interrupted")
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
 
     @property
     def interrupted(self) -> bool:
@@ -378,7 +392,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if nb_path.exists():
             html.write(nb_path, html_path)
 
-    with Interrupts() as interrupts, shipped.shipped_path(shipped.NOTEBOOK) as notebook:
+    with (
+        Interrupts(record_path) as interrupts,
+        shipped.shipped_path(shipped.NOTEBOOK) as notebook,
+    ):
         progress = Progress(on_step=None if args.no_html else warm_up, interrupts=interrupts)
         try:
             execute(
