@@ -15,7 +15,7 @@ them on only. What each buys is measured in BENCHMARKS.md.
 - :func:`freeze_gc`: the garbage collector frozen at exit, so finalisation does not walk every
   object left (papermill's and nbconvert's in the command, moto's in a kernel holding a lab).
 - The kernel's readiness check without its final IOPub silence, and its exit polled every
-  10 ms (:mod:`runbook_lib.kernel`); the HTML exporter warmed up while the watch waits
+  10 ms (:mod:`runbook_lib.kernel`); the HTML exporter warmed up from the connect step on
   (:mod:`runbook_lib.cli`). Both ask :func:`enabled`.
 """
 
