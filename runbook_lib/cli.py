@@ -318,14 +318,18 @@ def scan_outputs(paths: list[Path]) -> list[str]:
 
 
 def read_params(args: argparse.Namespace) -> Params:
-    """The parameters: ``--params`` (or the shipped ``lab.yaml``), then each ``-p``."""
+    """The parameters: ``--params``, then each ``-p``; without ``--params``, the notebook's own
+    defaults (its parameters cell: the embedded lab, which it fixes as ``make run`` does).
+
+    Not the shipped ``lab.yaml``: its ``apply: true`` would make ``-p backend=aws`` write to a
+    real account, where the notebook's default (``apply`` null) only plans.
+    """
     if args.params:
         values = _load_params_file(Path(args.params))
         source = args.params
     else:
-        with shipped.shipped_path(shipped.DEFAULT_PARAMS) as default:
-            values = _load_params_file(default)
-        source = f"the built-in {shipped.DEFAULT_PARAMS}"
+        values = {}
+        source = "the notebook's defaults"
     for item in args.parameter or []:
         key, sep, raw = item.partition("=")
         if not sep:
@@ -646,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the runbook headless (papermill)")
     run.add_argument(
         "--params",
-        help="a YAML file of the notebook's parameters (default: the built-in lab.yaml, "
+        help="a YAML file of the notebook's parameters (default: the notebook's own defaults, "
         "the embedded lab)",
     )
     run.add_argument(

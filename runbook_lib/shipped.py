@@ -16,7 +16,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 NOTEBOOK = "fix-iam-permissions.ipynb"
-#: What ``carts-runbook run`` uses without ``--params``: the embedded lab, as ``make run``.
+#: The example that runs the embedded lab, as ``make run`` does (``carts-runbook notebook`` names it).
 DEFAULT_PARAMS = "lab.yaml"
 #: What ``carts-runbook notebook DIR`` copies beside the notebook.
 EXAMPLE_PARAMS = ("lab.yaml", "aws.example.yaml")

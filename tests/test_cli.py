@@ -157,7 +157,7 @@ def test_clean_output_run_history_and_the_speed_ups_off(tmp_path: Path) -> None:
         assert [line for line in proc.stderr.splitlines() if not OWN_STDERR.match(line)] == []
         assert [line for line in proc.stdout.splitlines() if not OWN_STDOUT.match(line)] == []
         assert "outcome:  fixed: carts is RUNNING" in proc.stdout
-        assert "(the built-in lab.yaml)" in proc.stderr  # no --params: the shipped default
+        assert "(the notebook's defaults)" in proc.stderr  # no --params
     assert "\nhtml:" in first.stdout and "html:" not in second.stdout
     # Paths as the caller gave them: absolute for the first, relative to its cwd for the second.
     assert f"record:   {run1 / f'{STEM}.record.json'}" in first.stdout

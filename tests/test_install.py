@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 import runbook_lib
+from runbook_lib.params import Params
 
 ROOT = Path(__file__).resolve().parents[1]
 STEM = "fix-iam-permissions"
@@ -151,14 +152,14 @@ def test_the_installed_package_is_the_one_that_runs(installed: Installed) -> Non
 def test_run_with_no_params_file_from_any_directory(installed: Installed) -> None:
     proc = installed.run(str(installed.bin / "carts-runbook"), "run")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "(the built-in lab.yaml)" in proc.stderr and "Traceback" not in proc.stderr
+    assert "(the notebook's defaults)" in proc.stderr and "Traceback" not in proc.stderr
     out = installed.work / "out"  # relative --out: the caller's directory
     run = (out / "latest").resolve()
     assert run.parent == out
 
     record = json.loads((run / f"{STEM}.record.json").read_text())
     assert record["outcome"] == "fixed: carts is RUNNING"
-    assert record["parameters"]["backend"] == "lab" and record["parameters"]["timeout_s"] == 120
+    assert record["parameters"] == Params().public_dict()  # the notebook's own defaults
 
     nb = json.loads((run / f"{STEM}.ipynb").read_text())
     assert Path(nb["metadata"]["papermill"]["input_path"]).is_relative_to(installed.venv)
