@@ -103,7 +103,10 @@ class Runbook:
             # What the step saw before it failed (the diagnosis's cause, say) stays on record.
             self.record.data["steps"][name] = payload
             self.record.data["timings_s"][name] = round(time.monotonic() - t0, 3)
-            self.record.fail(name, exc, self.undo_command())
+            if isinstance(exc, KeyboardInterrupt):
+                self.record.interrupt(name, self.undo_command())
+            else:
+                self.record.fail(name, exc, self.undo_command())
             raise
         self.record.step(name, payload, time.monotonic() - t0)
 

@@ -234,8 +234,10 @@ def cli_env(**changes: str) -> dict[str, str]:
 
 
 def output_dir(out: Path) -> Path:
-    """Where a run into ``out`` left its notebook, HTML and record."""
-    return out
+    """Where the newest run into ``out`` left its notebook, HTML and record (``out/latest``)."""
+    from runbook_lib.history import latest_run
+
+    return latest_run(out) or out
 
 
 def read_record(out: Path) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from helpers import (
     cli_env,
     error_outputs,
     inline_policies,
+    output_dir,
     read_record,
     run_cli,
     wait_for,
@@ -340,7 +341,7 @@ def test_aws_backend_keeps_credentials_out_of_every_output(
         assert record["steps"]["apply"] == {"written": False, "reason": "apply is false"}
         assert fresh.iam_writes == []
     assert inline_policies(aws) == before
-    files = sorted(p for p in tmp_path.iterdir() if p.is_file())
+    files = sorted(p for p in output_dir(tmp_path).iterdir() if p.is_file())
     assert {p.name for p in files} >= {f"{STEM}.ipynb", f"{STEM}.html", f"{STEM}.record.json"}
     for text, where in [(p.read_text(errors="replace"), p.name) for p in files] + [
         (proc.stdout, "stdout"),
@@ -380,5 +381,5 @@ def test_bad_input_exits_2_with_one_line_and_no_write(
     proc, record = run_cli(tmp_path, f"endpoint_url={fresh.endpoint_url}", *overrides)
     assert proc.returncode == 2 and phrase in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and record == {}
-    assert not (tmp_path / f"{STEM}.ipynb").exists()
+    assert list(tmp_path.iterdir()) == []  # checked before a run folder or a kernel exists
     assert fresh.iam_writes == []
