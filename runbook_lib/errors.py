@@ -34,3 +34,7 @@ class WrongCause(RunbookError):
 
 class WatchTimeout(RunbookError):
     """No carts task reached a settled RUNNING state in time."""
+
+
+class DeploymentFailed(RunbookError):
+    """The service's deployment is FAILED: ECS starts no new task until a new deployment."""

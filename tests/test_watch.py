@@ -37,7 +37,12 @@ def task(n: int, status: str, health: str = "UNKNOWN", stop: str = "") -> dict[s
         "desiredStatus": "STOPPED" if status == "STOPPED" else "RUNNING",
         "healthStatus": health,
         "createdAt": T0 + timedelta(seconds=n),
-        "containers": [{"exitCode": 1} if status == "STOPPED" else {}],
+        "taskDefinitionArn": TD.arn,
+        "containers": [
+            {"name": "application", "exitCode": 1}
+            if status == "STOPPED"
+            else {"name": "application", "healthStatus": health}
+        ],
     }
     if stop:
         t["stopCode"], t["stoppedReason"] = stop, "Essential container in task exited"
