@@ -49,6 +49,20 @@ class ServiceState(Shows):
     deployments: tuple[dict[str, Any], ...]
     events: tuple[dict[str, Any], ...]  # newest first
 
+    @classmethod
+    def from_api(cls, s: Mapping[str, Any]) -> ServiceState:
+        """From one of ``describe_services``' ``services``."""
+        return cls(
+            name=str(s["serviceName"]),
+            status=str(s.get("status", "")),
+            desired=int(s.get("desiredCount", 0)),
+            running=int(s.get("runningCount", 0)),
+            pending=int(s.get("pendingCount", 0)),
+            task_definition=str(s.get("taskDefinition", "")),
+            deployments=tuple(s.get("deployments", [])),
+            events=tuple(s.get("events", [])),
+        )
+
     @property
     def primary(self) -> dict[str, Any]:
         for d in self.deployments:
@@ -152,17 +166,7 @@ def describe_service(ecs: Any, cluster: str, service: str) -> ServiceState:
                 f"ECS cluster {cluster!r} does not exist in this account and region.", "cluster"
             )
         raise NotFound(f"ECS service {service!r} does not exist in cluster {cluster!r}.", "service")
-    s = services[0]
-    return ServiceState(
-        name=s["serviceName"],
-        status=s.get("status", ""),
-        desired=int(s.get("desiredCount", 0)),
-        running=int(s.get("runningCount", 0)),
-        pending=int(s.get("pendingCount", 0)),
-        task_definition=s.get("taskDefinition", ""),
-        deployments=tuple(s.get("deployments", [])),
-        events=tuple(s.get("events", [])),
-    )
+    return ServiceState.from_api(services[0])
 
 
 def list_service_tasks(ecs: Any, cluster: str, service: str, desired_status: str) -> list[str]:

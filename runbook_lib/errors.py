@@ -38,3 +38,8 @@ class WatchTimeout(RunbookError):
 
 class DeploymentFailed(RunbookError):
     """The service's deployment is FAILED: ECS starts no new task until a new deployment."""
+
+
+class Blocked(RunbookError):
+    """A policy the run cannot change (a permissions boundary, an SCP) would keep carts denied
+    after the write: the run stops before writing."""

@@ -18,7 +18,7 @@ from typing import Any
 from runbook_lib.diagnose import Diagnosis, diagnose
 from runbook_lib.dynamo import ScanResult, scan_items
 from runbook_lib.ecs import TaskDefinitions
-from runbook_lib.errors import DeploymentFailed, RunbookError, WrongCause
+from runbook_lib.errors import Blocked, DeploymentFailed, RunbookError, WrongCause
 from runbook_lib.exists import check_names
 from runbook_lib.iam import (
     Plan,
@@ -225,6 +225,8 @@ class Runbook:
             rec.update(result.record())
             if not result.ok:
                 _show(result)
+                if result.blocked_by is not None:
+                    raise Blocked(result.verdict())
                 raise RunbookError(result.verdict())
             return result
 

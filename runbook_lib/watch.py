@@ -578,7 +578,9 @@ def _conclude(
         if mem.stopped and not result.last_log_line:
             newest = mem.stopped[-1]
             result.last_log_line = _last_denial(reader, newest) or ""
-        denied = " A task is still denied after the change." if verdict.why == "still-denied" else ""
+        denied = (
+            " A task is still denied after the change." if verdict.why == "still-denied" else ""
+        )
         result.message = (
             f"no carts task settled in RUNNING within {timeout_s:g} s.{denied} "
             f"Last stop: {result.last_stop_reason or 'none seen'}. "
