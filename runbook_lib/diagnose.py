@@ -270,8 +270,6 @@ def decide(ev: Evidence, task_role: str) -> Finding:
         if placement:
             stop = capacity_verdict(placement[0])
             return Finding(Cause.CAPACITY, None, stop, tuple(warnings), mismatch)
-        if ev.log.note:
-            warnings.append(ev.log.note)
         return Finding(Cause.UNKNOWN, warnings=tuple(warnings), role_mismatch=mismatch)
     own = ev.failed_td or td
     stop = classify_stop(failed, own.container)

@@ -55,6 +55,9 @@ class Cause(StrEnum):
     APP_EXIT = "app-exit"
     #: AWS took the capacity back (Spot interruption, host retirement, infrastructure health).
     INFRASTRUCTURE = "infrastructure"
+    #: The task failed to start for a reason none of the above names: its app never ran, so it
+    #: never used the task role.
+    FAILED_TO_START = "failed-to-start"
     #: The service runs its tasks and its deployment completed.
     HEALTHY = "healthy"
     #: Nothing the runbook can name.
@@ -176,6 +179,12 @@ INFRASTRUCTURE_RULE = StopRule(
     "AWS took the task's capacity back (a Spot interruption, a host's retirement)",
     "Nothing in the task is wrong: the service starts a replacement by itself.",
 )
+FAILED_TO_START_RULE = StopRule(
+    "",
+    Cause.FAILED_TO_START,
+    "the task failed to start, so its app never ran and never used the task role",
+    "Read the full stopped reason and the service's events for what ECS could not do.",
+)
 APP_EXIT_RULE = StopRule(
     "",
     Cause.APP_EXIT,
@@ -254,14 +263,7 @@ def classify_stop(task: dict[str, Any], app: str | None = None) -> StopVerdict:
     if code in INFRASTRUCTURE_CODES:
         return verdict(INFRASTRUCTURE_RULE)
     if code == "TaskFailedToStart":
-        return StopVerdict(
-            Cause.UNKNOWN,
-            code,
-            reason,
-            exit_code,
-            "the task failed to start",
-            "Read the full stopped reason and the service's events.",
-        )
+        return verdict(FAILED_TO_START_RULE)
     return verdict(APP_EXIT_RULE)
 
 

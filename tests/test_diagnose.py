@@ -303,10 +303,12 @@ def test_aws_stopped_task_errors_each_get_their_cause_and_advice(
     assert advice in d.headline() and "will not help" in d.headline()
 
 
-def test_aws_stop_task_example_is_a_failure_to_start_of_unknown_cause() -> None:
+def test_aws_stop_task_example_is_a_failure_to_start_the_task_role_cannot_fix() -> None:
     """stop-task's example: TaskFailedToStart with no known error prefix and no containers."""
     task = aws_example("ecs", "stop-task")["task"]
-    assert is_failure(task) and classify_stop(task).cause == Cause.UNKNOWN
+    assert is_failure(task) and classify_stop(task).cause == Cause.FAILED_TO_START
+    d = diagnosis(evidence([task]))
+    assert not d.fixable_here and "never used the task role" in d.headline()
 
 
 def test_an_exit_without_a_denial_is_reported_and_left_to_the_reader() -> None:
