@@ -114,13 +114,16 @@ def task_state(
     td: TaskDefinition,
     now: float,
     settle_s: float = SETTLE_WITHOUT_HEALTHCHECK_S,
+    seen_running_s: float = 0.0,
 ) -> TaskState:
     """Where one task is, judged from its own task definition ``td`` (``now``: epoch seconds).
 
     With a container health check on the app container, settled means its app container is
     HEALTHY (the task's own health is the worst of its essential containers', so a sidecar
     without a check would keep it UNKNOWN). Without one, settled means RUNNING for
-    ``settle_s`` seconds since ``startedAt``.
+    ``settle_s`` seconds: since ``startedAt`` by ``now``, or as the watch itself saw it
+    (``seen_running_s``, on its own clock), whichever says so first. The second holds when this
+    machine's clock is behind AWS's, which would otherwise put ``startedAt`` in the future.
     """
     last, desired = task.get("lastStatus"), task.get("desiredStatus")
     if last == "STOPPED":
@@ -133,7 +136,9 @@ def task_state(
         healthy = app_health(dict(task), td.container) == "HEALTHY"
         return "healthy" if healthy else "waiting-health"
     started = task.get("startedAt")
-    if started is not None and now - started.timestamp() >= settle_s:
+    if seen_running_s >= settle_s or (
+        started is not None and now - started.timestamp() >= settle_s
+    ):
         return "running-no-health-check"
     return "waiting-no-health-check"
 
@@ -329,6 +334,8 @@ class _Memory:
     watching: list[str] = field(default_factory=list)
     done_with: set[str] = field(default_factory=set)
     stopped: list[dict[str, Any]] = field(default_factory=list)  # watched tasks seen STOPPED
+    #: When the watch first saw each task RUNNING (its own clock).
+    running_since: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -347,13 +354,25 @@ class _Reader:
             self.baseline is None or arn not in self.baseline.healthy
         )
 
-    def gather(self, mem: _Memory, now: float) -> PollEvidence:
-        """One poll: the watched tasks, and the service and the logs when they can decide."""
+    def gather(self, mem: _Memory, now: float, at: float) -> PollEvidence:
+        """One poll: the watched tasks, and the service and the logs when they can decide.
+        ``now``: AWS's time (epoch seconds); ``at``: the watch's own clock."""
         if not mem.watching:
             arns = list_service_tasks(self.ecs, self.cluster, self.service, "RUNNING")
             mem.watching = [a for a in arns if self.eligible(a, mem)]
         tasks = describe_tasks(self.ecs, self.cluster, mem.watching) if mem.watching else []
-        states = {t["taskArn"]: task_state(t, self.tds.of(t), now) for t in tasks}
+        for t in tasks:
+            if t.get("lastStatus") == "RUNNING":
+                mem.running_since.setdefault(t["taskArn"], at)
+        states = {
+            t["taskArn"]: task_state(
+                t,
+                self.tds.of(t),
+                now,
+                seen_running_s=at - mem.running_since.get(t["taskArn"], at),
+            )
+            for t in tasks
+        }
         settled = any(s in SETTLED for s in states.values())
         idle = all(s == "stopped" for s in states.values())
         if not settled and not idle:
@@ -439,7 +458,7 @@ def watch(
         polled_at = clock()
         elapsed = polled_at - t0
         result.polls += 1
-        ev = reader.gather(mem, now())
+        ev = reader.gather(mem, now(), polled_at)
         changed = _remember(mem, ev, result, elapsed)
         if ev.still_denied is not None:
             if running_seen_at is None:

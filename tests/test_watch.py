@@ -367,6 +367,14 @@ def test_task_state_without_a_health_check_settles_after_running_long_enough() -
     assert task_state(t, TD, 5000.0) == "waiting-health"
 
 
+def test_a_clock_behind_aws_still_settles_a_task_without_a_health_check() -> None:
+    """This machine's clock 60 s behind AWS's: startedAt looks like the future; the time the
+    watch itself saw the task RUNNING decides."""
+    t = started(task(1, "RUNNING"), 1060.0)
+    assert task_state(t, NO_HC, 1000.0, seen_running_s=10.0) == "waiting-no-health-check"
+    assert task_state(t, NO_HC, 1000.0, seen_running_s=30.0) == "running-no-health-check"
+
+
 def test_task_state_reads_the_app_container_health_not_a_sidecar() -> None:
     """The task's health is the worst of its essential containers': a sidecar without a check
     keeps it UNKNOWN while the app's own check has passed."""
