@@ -33,7 +33,7 @@ from runbook_lib.ecs import (
     task_id,
     tasks_frame,
 )
-from runbook_lib.logs import DENIAL_PATTERN, lines_of, read_stream, search
+from runbook_lib.logs import DENIAL_PATTERN, lines_of, read_stream, read_tail, search
 from runbook_lib.shows import Shows
 from runbook_lib.stopped import (
     FIXABLE_HERE,
@@ -177,32 +177,6 @@ def read_task_log(logs: Any, td: TaskDefinition, task: Mapping[str, Any]) -> Log
     else:
         events = read_tail(logs, td.log_group, stream, TAIL_LINES)
     return LogEvidence(td.log_group, stream, denials, tuple(lines_of(events)))
-
-
-def read_tail(logs: Any, group: str, stream: str, lines: int) -> list[dict[str, Any]]:
-    """The stream's last ``lines`` events: ``get_log_events`` from the end, following
-    ``nextBackwardToken`` past empty pages until enough are read or the token repeats."""
-    events: list[dict[str, Any]] = []
-    token: str | None = None
-    for _ in range(50):
-        kwargs: dict[str, Any] = {
-            "logGroupName": group,
-            "logStreamName": stream,
-            "limit": lines,
-            "startFromHead": False,
-        }
-        if token:
-            kwargs["nextToken"] = token
-        try:
-            page = logs.get_log_events(**kwargs)
-        except logs.exceptions.ResourceNotFoundException:
-            break
-        events = page.get("events", []) + events
-        following = page.get("nextBackwardToken")
-        if len(events) >= lines or not following or following == token:
-            break
-        token = following
-    return events[-lines:]
 
 
 # --- decisions ------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ page gets wrong on a real account:
   ``startFromHead=True`` with each ``nextForwardToken``. It has no botocore paginator.
 - ``FilterLogEvents``: pages may be partial or empty too; "If the results don't include a
   nextToken, then pagination is finished."
+- Reading the end of a stream goes backward (``startFromHead=False``), following
+  ``nextBackwardToken`` past empty pages the same way.
 - ``logStreamNamePrefix`` is 1 to 512 characters: an empty prefix is refused by botocore, so a
   search over a whole group sends none. ``logStreamNames`` takes at most 100 names.
 
@@ -61,6 +63,32 @@ def read_stream(
             break
         token = following
     return events
+
+
+def read_tail(logs: Any, group: str, stream: str, lines: int) -> list[dict[str, Any]]:
+    """The stream's last ``lines`` events: ``get_log_events`` from the end, following
+    ``nextBackwardToken`` past empty pages until enough are read or the token repeats."""
+    events: list[dict[str, Any]] = []
+    token: str | None = None
+    for _ in range(MAX_PAGES):
+        kwargs: dict[str, Any] = {
+            "logGroupName": group,
+            "logStreamName": stream,
+            "limit": lines,
+            "startFromHead": False,
+        }
+        if token:
+            kwargs["nextToken"] = token
+        try:
+            page = logs.get_log_events(**kwargs)
+        except logs.exceptions.ResourceNotFoundException:
+            break
+        events = page.get("events", []) + events
+        following = page.get("nextBackwardToken")
+        if len(events) >= lines or not following or following == token:
+            break
+        token = following
+    return events[-lines:]
 
 
 def search(
