@@ -332,7 +332,7 @@ class Matrix:
         handled = (
             run.short_failure()
             and run.record.get("failed_step") == "diagnose"
-            and diag.get("cause") == "execution-role"
+            and diag.get("cause") == {"pull": "image-pull"}.get(fault, "execution-role")
             and "execution role" in run.stderr
             and self.inline() == before
             and not run.leaks()
