@@ -189,7 +189,7 @@ def policy_for(scope: Scope, *, writes: bool) -> dict[str, Any]:
         sid, actions = groups.setdefault(key, (_sid(need), set()))
         actions.add(need.action)
     statements = []
-    for (write, resource, condition), (sid, actions) in sorted(
+    for (_write, resource, condition), (sid, actions) in sorted(
         groups.items(), key=lambda kv: (kv[0][0], kv[1][0])
     ):
         st: dict[str, Any] = {
