@@ -2,6 +2,7 @@
 
     carts-runbook run --params params/lab.yaml --out out
     carts-runbook golden
+    carts-runbook fleet --targets FILE --out DIR     # see runbook_lib.fleet.command
 
 ``run`` validates the parameters before starting a kernel, shows one line per step, writes the
 executed notebook, an HTML rendering and the JSON record under ``--out``, prints a short summary,
@@ -374,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
         "--to", metavar="PATH", help="write the notebook there instead of over the committed one"
     )
     golden.set_defaults(func=cmd_golden)
+    from runbook_lib.fleet.command import add_parser as add_fleet_parser
+
+    add_fleet_parser(sub)
     args = parser.parse_args(argv)
     # At exit, Python's finalisation runs full garbage collections over everything papermill and
     # nbconvert loaded (about 0.1 s); frozen objects are skipped, and the process is ending.

@@ -34,3 +34,7 @@ class WrongCause(RunbookError):
 
 class WatchTimeout(RunbookError):
     """No carts task reached a settled RUNNING state in time."""
+
+
+class RoleNotAssumed(RunbookError):
+    """``sts:AssumeRole`` into the parameter's role was refused (or could not be sent)."""
