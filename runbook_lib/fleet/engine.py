@@ -306,6 +306,7 @@ class Fleet:
         self.attempts: Counter[str] = Counter()
         self._futures: dict[str, Any] = {}  # key -> future
         self._target_of: dict[str, Target] = {}  # key -> target
+        self._order = {t.name: i for i, t in enumerate(targets.targets)}
         self._client: Any = None
         self._stopper: Stopper | None = None
         self._bar: Any = None
@@ -382,7 +383,11 @@ class Fleet:
             deadline_s=t.params.timeout_s + DEADLINE_MARGIN_S,
         )
         key = f"fleet-{t.name}-{self.attempts[t.name]}-{self.token}"
-        future = self._client.submit(run_target, job, key=key, pure=False)
+        # Dask runs higher priorities first: the targets file's order (a retry goes first).
+        order = self._order[t.name] if self.attempts[t.name] == 1 else len(self._order)
+        future = self._client.submit(
+            run_target, job, key=key, pure=False, priority=len(self._order) - order
+        )
         self._futures[key] = future
         self._target_of[key] = t
         self.bounds.take(t)

@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -125,6 +126,13 @@ def _run_target(job: Job) -> Outcome:
             return Outcome(
                 job.target, "not retried", 1, 0.0, earlier, marked, f"not run again: {why}", who
             )
+        _wait_for_orphan(folder)
+        records.mark_stopped(
+            folder / RECORD,
+            "worker lost",
+            records.last_step(record),
+            f"the worker running it was lost; it was run again because {why}.",
+        )
         _keep_attempt(folder, earlier)
     _write_attempt(folder, job, attempt, who)
     t0 = time.monotonic()
@@ -171,7 +179,7 @@ def _execute(job: Job, folder: Path) -> tuple[str | None, str | None, list[str]]
     log = io.StringIO()
     html = cli.HtmlWriter()
     progress = _Progress(job.control, log, html)
-    guard = _Guard(job.control, job.deadline_s)
+    guard = _Guard(job.control, job.deadline_s, folder)
     failed: str | None = None
     t0 = time.monotonic()
 
@@ -225,10 +233,11 @@ class _Progress(cli.Progress):
             self._html.warm_up()
 
     def start(self, cell: Any, cell_index: int, **kw: Any) -> None:
-        if stop_request(self._control):
+        # nbclient calls this hook for markdown cells too: refuse the next code cell.
+        if cell.get("cell_type") == "code" and stop_request(self._control):
             from nbclient.exceptions import CellExecutionError
 
-            self.refused = cli._step_of(cell) or self.step or "parameters"
+            self.refused = cli._step_of(cell) or "parameters"
             raise CellExecutionError(
                 "stopped", "KeyboardInterrupt", "the fleet was stopped (Ctrl-C)"
             )
@@ -239,8 +248,9 @@ class _Guard:
     """Interrupts this process's kernel when the fleet asks to stop now or the run's deadline
     passes: SIGINT to the kernel process, what ``KernelManager.interrupt_kernel`` sends."""
 
-    def __init__(self, control: str, deadline_s: float) -> None:
+    def __init__(self, control: str, deadline_s: float, folder: Path) -> None:
         self._control = control
+        self._folder = folder
         self._deadline = time.monotonic() + deadline_s
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="fleet-guard", daemon=True)
@@ -255,7 +265,10 @@ class _Guard:
 
     def _watch(self) -> None:
         sent = False
+        noted = False
         while not self._done.wait(POLL_S):
+            if not noted:
+                noted = _note_kernel(self._folder)
             now = stop_request(self._control) == STOP_NOW
             late = time.monotonic() > self._deadline
             if (now or late) and not sent:
@@ -266,19 +279,70 @@ class _Guard:
                 return
 
 
-def _interrupt_kernels(signum: int = signal.SIGINT) -> int:
-    """Signal the kernels this process started (one at most: one run per process)."""
+def _kernels() -> list[Any]:
+    """The kernels this process started (one at most: one run per process)."""
     import psutil
 
-    count = 0
+    found = []
     for child in psutil.Process().children():
         try:
             if any("ipykernel" in part for part in child.cmdline()):
-                child.send_signal(signum)
-                count += 1
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _interrupt_kernels(signum: int = signal.SIGINT) -> int:
+    """Signal this process's kernel (SIGINT: interrupt the running cell)."""
+    import psutil
+
+    count = 0
+    for kernel in _kernels():
+        try:
+            kernel.send_signal(signum)
+            count += 1
         except psutil.Error:
             continue
     return count
+
+
+def _note_kernel(folder: Path) -> bool:
+    """Write the kernel's pid into the attempt marker (True once done): if this worker dies, the
+    retry waits for that kernel to go before it moves the files the kernel may still write."""
+    kernels = _kernels()
+    if not kernels:
+        return False
+    try:
+        data = json.loads((folder / ATTEMPT_FILE).read_text(encoding="utf-8"))
+        data["kernel_pid"] = kernels[0].pid
+        _write_json(folder / ATTEMPT_FILE, data)
+    except (OSError, ValueError):
+        pass
+    return True
+
+
+def _wait_for_orphan(folder: Path, timeout_s: float = 15.0) -> None:
+    """Wait until the kernel of a lost worker has exited (ipykernel exits within a second or
+    two of losing its parent); kill it when it outlives ``timeout_s``. Only on the same host."""
+    import psutil
+
+    try:
+        data = json.loads((folder / ATTEMPT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    pid = data.get("kernel_pid")
+    if not isinstance(pid, int) or data.get("host") != socket.gethostname():
+        return
+    try:
+        kernel = psutil.Process(pid)
+        if not any("ipykernel" in part for part in kernel.cmdline()):
+            return
+        kernel.wait(timeout_s)
+    except psutil.TimeoutExpired:
+        kernel.kill()
+    except psutil.Error:
+        return
 
 
 def attempts_so_far(folder: Path, fleet_run: str) -> int:
@@ -298,12 +362,17 @@ def _write_attempt(folder: Path, job: Job, attempt: int, worker: str) -> None:
         "target": job.target,
         "attempt": attempt,
         "worker": worker,
+        "host": socket.gethostname(),
         "pid": os.getpid(),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    tmp = folder / (ATTEMPT_FILE + ".tmp")
+    _write_json(folder / ATTEMPT_FILE, data)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(folder / ATTEMPT_FILE)
+    tmp.replace(path)
 
 
 def _keep_attempt(folder: Path, attempt: int) -> None:
