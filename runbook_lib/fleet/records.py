@@ -112,6 +112,9 @@ def undo_of(record: dict[str, Any] | None) -> str | None:
         return None
     if record.get("undo"):
         return str(record["undo"])
+    if record.get("outcome") != "in progress":
+        return None  # a run that ended says its undo itself (none after a rollback)
+    # Cut off after its apply step: the step recorded the undo of its write.
     applied = (record.get("steps") or {}).get("apply") or {}
     undo = applied.get("undo") if isinstance(applied, dict) else None
     return str(undo) if undo else None
@@ -138,9 +141,10 @@ def mark_stopped(path: Path, outcome: str, step: str | None, reason: str) -> dic
         return None
     by_interrupt = str(data.get("error") or "").startswith("KeyboardInterrupt")
     if data.get("outcome") == "in progress" or by_interrupt:
+        undo = undo_of(data)
         data["outcome"] = outcome
         data["failed_step"] = data.get("failed_step") or step
         data["error"] = reason
-        data["undo"] = undo_of(data)
+        data["undo"] = undo
         save(path, data)
     return data

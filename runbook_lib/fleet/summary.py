@@ -119,8 +119,10 @@ def row_from_record(
     if exit_code is None and record and short in GOOD:
         exit_code = 0
     error = str(rec.get("error") or "")
-    if exit_code is None and short in ("failed", "worker lost"):
+    if exit_code is None and short in ("failed", "worker lost", "not run again"):
         exit_code = 2 if error.startswith("ParameterError") else 1
+    if exit_code is None and short == "interrupted":
+        exit_code = 130
     undo = undo_of(record) or ""
     earlier = [u for u in fleet.get("earlier_undo") or [] if u != undo]
     if earlier and not undo:
@@ -141,7 +143,7 @@ def row_from_record(
         detail=detail or _detail(rec),
         failed_step=str(rec.get("failed_step") or ""),
         undo=undo,
-        attempts=attempts or int(fleet.get("attempt") or 0),
+        attempts=max(attempts, int(fleet.get("attempt") or 0)),
         resumed=resumed,
     )
 
