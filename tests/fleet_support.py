@@ -45,13 +45,13 @@ targets:
     rollback: true
   - name: team-07
     account_id: "111111111107"
-    task_role: retailStoreTaskRoleTypo
+    assume_role_arn: arn:aws:iam::111111111107:role/OrganizationAccountAccessRole
   - name: team-08
     account_id: "111111111108"
     lab_scenario: slow-propagation
     timeout_s: 3
   - name: team-09
-    account_id: "111111111109"
+    assume_role_arn: arn:aws:iam::111111111109:role/WSParticipantRole
     region: eu-west-1
 """
 
@@ -131,7 +131,7 @@ def check_lab_fleet(out: Path) -> None:
         assert (out / name / "fix-iam-permissions.html").is_file()
         assert (out / name / "fix-iam-permissions.ipynb").is_file()
         assert rec["fleet"]["target"] == name and rec["fleet"]["attempt"] == 1
-        account = rec["parameters"]["account_id"]
+        account = rec["parameters"]["account_id"] or rec["parameters"]["assume_role_arn"][13:25]
         assert row["account"] == account
         steps = rec["steps"]
         if want.failed_step != "connect":
@@ -154,8 +154,15 @@ def check_lab_fleet(out: Path) -> None:
             assert "apply" not in steps and rec["undo"] is None  # nothing was written
         if want.failed_step == "watch":
             assert steps["apply"]["written"] is True and steps["watch"]["outcome"] == "timeout"
-    assert rows["team-07"]["detail"].startswith("at connect: NotFound")
-    assert "retailStoreTaskRoleTypo" in rows["team-07"]["detail"]
+    # A role the account does not have: STS refuses it, nothing is written, the others go on.
+    assert rows["team-07"]["detail"].startswith("at connect: RoleNotAssumed: cannot assume role")
+    assert "AccessDenied" in rows["team-07"]["detail"]
+    # A role it has: the run acts as that role, in the role's account, as who ran it.
+    caller = record(out, "team-09")["caller"]
+    assert caller["account"] == "111111111109"
+    assert caller["arn"].startswith(
+        "arn:aws:sts::111111111109:assumed-role/WSParticipantRole/carts-runbook."
+    )
 
 
 def wait_until(what: str, check: Any, timeout: float = 300.0) -> Any:

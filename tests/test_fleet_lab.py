@@ -75,7 +75,7 @@ def test_the_summary_files_and_the_table_at_the_end(lab_fleet: Ran) -> None:
         line = next(line for line in table if line.startswith(name + " "))
         assert want.outcome in line
     assert "9 targets: 3 fixed" in done.stdout
-    assert "team-07: at connect: NotFound" in done.stdout
+    assert "team-07: at connect: RoleNotAssumed" in done.stdout
 
 
 def test_each_target_folder_holds_what_a_single_run_writes(lab_fleet: Ran) -> None:
