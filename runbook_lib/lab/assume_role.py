@@ -60,7 +60,7 @@ def _trust_policy(role_arn: str) -> dict[str, Any] | None:
     if len(parts) < 6 or not parts[4].isdigit():
         return None
     try:
-        iam = get_backend("iam")[parts[4]]["global"]  # type: ignore[index]
+        iam = get_backend("iam")[parts[4]]["global"]
         role = iam.get_role_by_arn(role_arn)
     except (NotFoundException, KeyError):
         return None
