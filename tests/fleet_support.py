@@ -18,42 +18,10 @@ from runbook_lib.fleet.records import RECORD
 
 FLEET = [sys.executable, "-m", "runbook_lib", "fleet"]
 
-#: Nine lab accounts, each started by its target's kernel in the state its row names.
-LAB_FLEET = """\
-defaults:
-  backend: lab
-  region: us-west-2
-  apply: true
-  timeout_s: 120
-targets:
-  - name: team-01
-    account_id: "111111111101"
-  - name: team-02
-    account_id: "111111111102"
-    policy_scope: least-privilege
-  - name: team-03
-    account_id: "111111111103"
-    lab_scenario: already-fixed
-  - name: team-04
-    account_id: "111111111104"
-    lab_scenario: execution-role
-  - name: team-05
-    account_id: "111111111105"
-    apply: false
-  - name: team-06
-    account_id: "111111111106"
-    rollback: true
-  - name: team-07
-    account_id: "111111111107"
-    assume_role_arn: arn:aws:iam::111111111107:role/OrganizationAccountAccessRole
-  - name: team-08
-    account_id: "111111111108"
-    lab_scenario: slow-propagation
-    timeout_s: 3
-  - name: team-09
-    assume_role_arn: arn:aws:iam::111111111109:role/WSParticipantRole
-    region: eu-west-1
-"""
+#: Nine lab accounts, each started by its target's kernel in the state its row names (the README's
+#: example: params/fleet/lab.example.yaml).
+LAB_FLEET_FILE = ROOT / "params" / "fleet" / "lab.example.yaml"
+LAB_FLEET = LAB_FLEET_FILE.read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)

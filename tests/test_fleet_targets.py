@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fleet_support import fleet
+from helpers import ROOT
 
 from runbook_lib.fleet.command import add_parser
 from runbook_lib.fleet.targets import Target, TargetsError, load_targets
@@ -190,6 +191,13 @@ def test_apply_on_aws_needs_the_command_s_apply_flag(tmp_path: Path) -> None:
     # The lab is no real account: apply true needs no flag there.
     lab = write(tmp_path, "defaults:\n  apply: true\ntargets:\n  - name: a\n")
     assert load_targets(lab).targets[0].params.writes
+
+
+def test_the_example_targets_files_are_valid() -> None:
+    lab = load_targets(ROOT / "params" / "fleet" / "lab.example.yaml")
+    assert len(lab) == 9 and all(t.params.is_lab for t in lab.targets)
+    aws = load_targets(ROOT / "params" / "fleet" / "aws.example.yaml")
+    assert all(not t.params.is_lab and not t.params.writes for t in aws.targets)  # plan only
 
 
 def test_an_unreadable_file_is_one_sentence(tmp_path: Path) -> None:
