@@ -220,7 +220,8 @@ def dask_client(options: Options, n_targets: int) -> Iterator[tuple[Any, int]]:
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
-                silence_logs=logging.ERROR,
+                # A lost worker is the fleet's to report (its row, its record), not the log's.
+                silence_logs=logging.CRITICAL,
             )
             client = Client(cluster)
     finally:
