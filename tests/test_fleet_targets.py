@@ -231,6 +231,31 @@ def test_the_command_exits_2_and_runs_no_target(tmp_path: Path, text: str, phras
     assert done.stdout == ""
 
 
+def test_workers_and_a_scheduler_together_are_refused(tmp_path: Path) -> None:
+    from runbook_lib.cli import main
+
+    path = write(tmp_path, "targets:\n  - name: a\n")
+    argv = ["fleet", "--targets", str(path), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.cli
+def test_a_scheduler_nobody_serves_is_one_sentence_and_leaves_no_folder(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on (bound, never listening)
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+        path = write(tmp_path, "targets:\n  - name: a\n")
+        out = tmp_path / "out"
+        done = fleet(tmp_path, "--targets", str(path), "--out", str(out), "--scheduler", address)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"carts-runbook fleet: cannot reach the Dask scheduler at {address}")
+    assert not out.exists()  # nothing ran: the same command can be given again
+
+
 def test_the_command_line_is_checked_before_anything_runs() -> None:
     import argparse
 

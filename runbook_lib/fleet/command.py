@@ -100,6 +100,13 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     from runbook_lib.fleet.summary import SUMMARY_HTML, counts_line, text_table
     from runbook_lib.fleet.targets import TargetsError, load_targets
 
+    if args.scheduler and args.workers:
+        print(
+            "carts-runbook fleet: --workers sizes the embedded cluster and --scheduler names "
+            "another one; give one of them.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         targets = load_targets(args.targets, allow_aws_apply=args.apply)
     except TargetsError as exc:

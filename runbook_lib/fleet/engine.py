@@ -31,7 +31,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -192,11 +192,12 @@ def dask_client(options: Options, n_targets: int) -> Iterator[tuple[Any, int]]:
     logging.getLogger("distributed").setLevel(logging.ERROR)
     if options.scheduler:
         try:
-            client = Client(options.scheduler, timeout="15s")
+            client = Client(options.scheduler, timeout="10s")
         except (OSError, TimeoutError, ValueError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
             raise FleetUsageError(
                 f"cannot reach the Dask scheduler at {options.scheduler} (--scheduler): "
-                f"{type(exc).__name__}; check the address and that it is serving."
+                f"{reason}; check the address and that it is serving."
             ) from None
         try:
             threads = sum(client.nthreads().values())
@@ -565,8 +566,9 @@ def run_fleet(targets: FleetTargets, options: Options) -> FleetResult:
 
     t0 = time.monotonic()
     out = options.out.resolve()
+    created = not out.exists()
     token = prepare_out(out, targets, options.resume)
-    fleet = Fleet(targets, Options(**{**options.__dict__, "out": out}), token)
+    fleet = Fleet(targets, replace(options, out=out), token)
     to_run = fleet.plan()
     workers = 0
     interrupted = False
@@ -578,6 +580,13 @@ def run_fleet(targets: FleetTargets, options: Options) -> FleetResult:
                 interrupted = bool(fleet._stopper and fleet._stopper.stopping)
     except KeyboardInterrupt:
         interrupted = True
+    except FleetUsageError:
+        # Nothing ran: leave the folder as it was, so the same command can be given again.
+        if not options.resume:
+            (out / RUN_FILE).unlink(missing_ok=True)
+            if created and not any(out.iterdir()):
+                out.rmdir()
+        raise
     finally:
         (out / CONTROL_FILE).unlink(missing_ok=True)
     rows = fleet.ordered_rows()
