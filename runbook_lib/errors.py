@@ -44,5 +44,14 @@ class WatchTimeout(RunbookError):
     """No carts task reached a settled RUNNING state in time."""
 
 
+class DeploymentFailed(RunbookError):
+    """The service's deployment is FAILED: ECS starts no new task until a new deployment."""
+
+
+class Blocked(RunbookError):
+    """A policy the run cannot change (a permissions boundary, an SCP) would keep carts denied
+    after the write: the run stops before writing."""
+
+
 class RoleNotAssumed(RunbookError):
     """``sts:AssumeRole`` into the parameter's role was refused (or could not be sent)."""

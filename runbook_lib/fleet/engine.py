@@ -154,6 +154,7 @@ def prepare_out(out: Path, targets: FleetTargets, resume: bool) -> str:
 
 def _keep_earlier(folder: Path) -> None:
     """Move an earlier fleet run's files of this target into ``earlier-N/`` (kept, not lost)."""
+    from runbook_lib.cli import KERNEL_LOG
     from runbook_lib.fleet.records import HTML, NOTEBOOK
     from runbook_lib.fleet.worker import LOG_FILE
 
@@ -164,7 +165,7 @@ def _keep_earlier(folder: Path) -> None:
         n += 1
     keep = folder / f"earlier-{n}"
     keep.mkdir()
-    for name in (RECORD, NOTEBOOK, HTML, LOG_FILE):
+    for name in (RECORD, NOTEBOOK, HTML, LOG_FILE, KERNEL_LOG):
         if (folder / name).exists():
             shutil.move(str(folder / name), str(keep / name))
 

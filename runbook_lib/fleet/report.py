@@ -19,13 +19,14 @@ from runbook_lib.fleet.summary import (
     write_plain_html,
 )
 
-#: The summary notebook in a checkout (beside the runbook's notebook).
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / SUMMARY_NOTEBOOK
+#: The summary notebook, shipped with the package beside the runbook's (runbook_lib/data/, a
+#: link to notebooks/ in a checkout).
+NOTEBOOK = SUMMARY_NOTEBOOK
 #: The summary notebook may take this long (kernel start, pandas and matplotlib imports).
 TIMEOUT_S = 300
 
 
-def render(out: Path, rows: list[Row], notebook: Path = NOTEBOOK) -> str | None:
+def render(out: Path, rows: list[Row], notebook: str = NOTEBOOK) -> str | None:
     """Write ``out/fleet-summary.html`` (and the executed notebook); None, or why the plain
     table was written instead."""
     try:
@@ -37,24 +38,27 @@ def render(out: Path, rows: list[Row], notebook: Path = NOTEBOOK) -> str | None:
         return f"{type(exc).__name__}: {first}"[:300]
 
 
-def run_summary_notebook(out: Path, notebook: Path = NOTEBOOK) -> None:
-    """Execute the summary notebook in ``out`` and render it as HTML without its code."""
+def run_summary_notebook(out: Path, notebook: str = NOTEBOOK) -> None:
+    """Execute the shipped summary notebook ``notebook`` in ``out`` and render it as HTML
+    without its code."""
     import nbformat
     import papermill as pm
     from nbconvert import HTMLExporter
 
+    from runbook_lib import shipped
     from runbook_lib.kernel import KERNEL_NAME
 
     executed = out / SUMMARY_NOTEBOOK
-    pm.execute_notebook(
-        str(notebook),
-        str(executed),
-        parameters={"summary": str(out / SUMMARY_JSON)},
-        kernel_name=KERNEL_NAME,
-        progress_bar=False,
-        cwd=str(out),
-        execution_timeout=TIMEOUT_S,
-    )
+    with shipped.shipped_path(notebook) as source:
+        pm.execute_notebook(
+            str(source),
+            str(executed),
+            parameters={"summary": str(out / SUMMARY_JSON)},
+            kernel_name=KERNEL_NAME,
+            progress_bar=False,
+            cwd=str(out),
+            execution_timeout=TIMEOUT_S,
+        )
     nb = nbformat.read(str(executed), as_version=4)
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True)
     exporter.exclude_output_prompt = True

@@ -167,10 +167,11 @@ _DEADLINE = "the run took longer than"
 def _execute(job: Job, folder: Path) -> tuple[str | None, str | None, list[str]]:
     """Run the notebook as ``carts-runbook run`` does; returns (the failure, the step it was
     stopped before, the credential leaks found)."""
+    from runbook_lib import shipped
     from runbook_lib.session import LAB_STATE_ENV
 
     nb_path, html_path, record_path = folder / NOTEBOOK, folder / HTML, folder / RECORD
-    for stale in (nb_path, html_path, record_path):
+    for stale in (nb_path, html_path, record_path, folder / cli.KERNEL_LOG):
         stale.unlink(missing_ok=True)
     if job.lab_scenario:
         os.environ[LAB_STATE_ENV] = job.lab_scenario
@@ -178,8 +179,11 @@ def _execute(job: Job, folder: Path) -> tuple[str | None, str | None, list[str]]
         os.environ.pop(LAB_STATE_ENV, None)
     log = io.StringIO()
     html = cli.HtmlWriter()
-    progress = _Progress(job.control, log, html)
-    guard = _Guard(job.control, job.deadline_s, folder)
+    # The single run's interrupt logic, without its SIGINT handler (a worker thread has none):
+    # the guard below calls it as Ctrl-C would.
+    interrupts = cli.Interrupts(record_path)
+    progress = _Progress(job.control, log, html, interrupts)
+    guard = _Guard(job.control, job.deadline_s, folder, interrupts)
     failed: str | None = None
     t0 = time.monotonic()
 
@@ -189,7 +193,16 @@ def _execute(job: Job, folder: Path) -> tuple[str | None, str | None, list[str]]
 
     guard.start()
     try:
-        cli.execute(job.parameters, nb_path, record_path, progress, while_stopping=render)
+        with shipped.shipped_path(shipped.NOTEBOOK) as notebook:
+            cli.execute(
+                notebook,
+                job.parameters,
+                nb_path,
+                record_path,
+                progress,
+                while_stopping=render,
+                interrupts=interrupts,
+            )
     except Exception as exc:
         from papermill.exceptions import PapermillExecutionError
 
@@ -204,8 +217,9 @@ def _execute(job: Job, folder: Path) -> tuple[str | None, str | None, list[str]]
     leaks = cli.scan_outputs([nb_path, html_path, record_path])
     record = records.load(record_path) or {}
     print(file=log)
-    for line in cli._summary_lines(record, nb_path, html_path, record_path, time.monotonic() - t0):
+    for line in cli._summary_lines(record, time.monotonic() - t0):
         print(line, file=log)
+    print(f"notebook: {nb_path}\nhtml:     {html_path}\nrecord:   {record_path}", file=log)
     for leak in leaks:
         print(f"carts-runbook: SECURITY: {leak}", file=log)
     if failed is not None:
@@ -220,16 +234,16 @@ class _Progress(cli.Progress):
     this step": at a stop request no further cell starts (papermill stops there as at a failed
     cell and writes the notebook)."""
 
-    def __init__(self, control: str, stream: Any, html: cli.HtmlWriter) -> None:
-        super().__init__(stream, on_step=self._on_step)
+    def __init__(
+        self, control: str, stream: Any, html: cli.HtmlWriter, interrupts: cli.Interrupts
+    ) -> None:
+        super().__init__(stream, on_step=self._on_step, interrupts=interrupts)
         self._control = control
         self._html = html
-        self.step: str | None = None
         self.refused: str | None = None
 
     def _on_step(self, step: str) -> None:
-        self.step = step
-        if step == "watch":
+        if step == "connect":  # as carts-runbook run: the kernel works, this process waits
             self._html.warm_up()
 
     def start(self, cell: Any, cell_index: int, **kw: Any) -> None:
@@ -245,12 +259,17 @@ class _Progress(cli.Progress):
 
 
 class _Guard:
-    """Interrupts this process's kernel when the fleet asks to stop now or the run's deadline
-    passes: SIGINT to the kernel process, what ``KernelManager.interrupt_kernel`` sends."""
+    """Interrupts the run's kernel when the fleet asks to stop now or the run's deadline passes,
+    as a Ctrl-C reaches ``carts-runbook run`` (:class:`runbook_lib.cli.Interrupts`: the running
+    step records where it stopped; a second one, 30 s later, kills a kernel that did not stop).
+    It also notes the kernel's pid in the attempt marker for a retry after a lost worker."""
 
-    def __init__(self, control: str, deadline_s: float, folder: Path) -> None:
+    def __init__(
+        self, control: str, deadline_s: float, folder: Path, interrupts: cli.Interrupts
+    ) -> None:
         self._control = control
         self._folder = folder
+        self._interrupts = interrupts
         self._deadline = time.monotonic() + deadline_s
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="fleet-guard", daemon=True)
@@ -264,58 +283,29 @@ class _Guard:
         self._thread.join()
 
     def _watch(self) -> None:
-        sent = False
+        sent_at: float | None = None
         noted = False
         while not self._done.wait(POLL_S):
-            if not noted:
-                noted = _note_kernel(self._folder)
+            kernel = self._interrupts.kernel
+            if not noted and kernel is not None and kernel.pid:
+                noted = _note_kernel(self._folder, kernel.pid)
             now = stop_request(self._control) == STOP_NOW
             late = time.monotonic() > self._deadline
-            if (now or late) and not sent:
+            if (now or late) and sent_at is None:
                 self.expired = late and not now
-                sent = _interrupt_kernels() > 0
-            elif sent and late and time.monotonic() > self._deadline + 30:
-                _interrupt_kernels(signal.SIGKILL)  # it did not stop: as a second Ctrl-C would
+                self._interrupts._on_sigint(signal.SIGINT, None)
+                sent_at = time.monotonic()
+            elif sent_at is not None and time.monotonic() > sent_at + 30:
+                self._interrupts._on_sigint(signal.SIGINT, None)  # the second: kill it
                 return
 
 
-def _kernels() -> list[Any]:
-    """The kernels this process started (one at most: one run per process)."""
-    import psutil
-
-    found = []
-    for child in psutil.Process().children():
-        try:
-            if any("ipykernel" in part for part in child.cmdline()):
-                found.append(child)
-        except psutil.Error:
-            continue
-    return found
-
-
-def _interrupt_kernels(signum: int = signal.SIGINT) -> int:
-    """Signal this process's kernel (SIGINT: interrupt the running cell)."""
-    import psutil
-
-    count = 0
-    for kernel in _kernels():
-        try:
-            kernel.send_signal(signum)
-            count += 1
-        except psutil.Error:
-            continue
-    return count
-
-
-def _note_kernel(folder: Path) -> bool:
-    """Write the kernel's pid into the attempt marker (True once done): if this worker dies, the
-    retry waits for that kernel to go before it moves the files the kernel may still write."""
-    kernels = _kernels()
-    if not kernels:
-        return False
+def _note_kernel(folder: Path, pid: int) -> bool:
+    """Write the kernel's pid into the attempt marker: if this worker dies, the retry waits for
+    that kernel to go before it moves the files the kernel may still write."""
     try:
         data = json.loads((folder / ATTEMPT_FILE).read_text(encoding="utf-8"))
-        data["kernel_pid"] = kernels[0].pid
+        data["kernel_pid"] = pid
         _write_json(folder / ATTEMPT_FILE, data)
     except (OSError, ValueError):
         pass
@@ -336,8 +326,9 @@ def _wait_for_orphan(folder: Path, timeout_s: float = 15.0) -> None:
         return
     try:
         kernel = psutil.Process(pid)
-        if not any("ipykernel" in part for part in kernel.cmdline()):
-            return
+        command = " ".join(kernel.cmdline())
+        if "ipykernel" not in command and "runbook_lib.kernel" not in command:
+            return  # the pid was reused by another program
         kernel.wait(timeout_s)
     except psutil.TimeoutExpired:
         kernel.kill()
@@ -379,7 +370,7 @@ def _keep_attempt(folder: Path, attempt: int) -> None:
     """Move attempt ``attempt``'s files into ``attempt-N/`` (its record keeps its undo)."""
     keep = folder / f"attempt-{attempt}"
     keep.mkdir(exist_ok=True)
-    for name in (RECORD, NOTEBOOK, HTML, LOG_FILE):
+    for name in (RECORD, NOTEBOOK, HTML, LOG_FILE, cli.KERNEL_LOG):
         if (folder / name).exists():
             shutil.move(str(folder / name), str(keep / name))
 
