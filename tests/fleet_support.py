@@ -42,7 +42,8 @@ EXPECTED = {
     "team-01": Expected("fixed", "task-role", "create", True, 0, undo=True),
     "team-02": Expected("fixed", "task-role", "create", True, 0, undo=True),
     "team-03": Expected("already fixed", "healthy", "unchanged", False, 0),
-    "team-04": Expected("failed", "execution-role", "", False, 1, "diagnose"),
+    # The image cannot be pulled (the execution role's side): no task-role policy helps.
+    "team-04": Expected("failed", "image-pull", "", False, 1, "diagnose"),
     "team-05": Expected("planned", "task-role", "create", False, 0),
     "team-06": Expected("rolled back", "task-role", "create", True, 0),
     "team-07": Expected("failed", "", "", False, 1, "connect"),
