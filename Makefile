@@ -75,6 +75,7 @@ golden: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/bench_fleet.py
 
 reliability: $(STAMP)
 	$(BIN)/python benchmarks/reliability.py

@@ -4,6 +4,7 @@
     carts-runbook notebook DIR        # copy the notebook and example parameters into DIR
     carts-runbook jupyter [DIR]       # JupyterLab on that copy (loopback, with a token)
     carts-runbook golden              # in a checkout: regenerate the committed outputs
+    carts-runbook fleet --targets FILE --out DIR   # many accounts on Dask: runbook_lib.fleet
     carts-runbook --version           # also: python -m runbook_lib ...
 
 ``run`` checks the parameters and the output folder before it starts a kernel, shows one line per
@@ -738,6 +739,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the workshop's is retail-store-ecs-tasks)",
     )
     perms.set_defaults(func=cmd_permissions)
+    from runbook_lib.fleet.command import add_parser as add_fleet_parser
+
+    add_fleet_parser(sub)
     return parser
 
 

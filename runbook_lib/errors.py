@@ -51,3 +51,7 @@ class DeploymentFailed(RunbookError):
 class Blocked(RunbookError):
     """A policy the run cannot change (a permissions boundary, an SCP) would keep carts denied
     after the write: the run stops before writing."""
+
+
+class RoleNotAssumed(RunbookError):
+    """``sts:AssumeRole`` into the parameter's role was refused (or could not be sent)."""

@@ -154,7 +154,9 @@ class Lab:
         """Wipe the account and seed the broken workshop state (caller holds MOTO_LOCK)."""
         from moto.moto_api._internal import mock_random
 
+        from runbook_lib.lab.assume_role import install_assume_role_check
         from runbook_lib.lab.moto_patches import install_caller_identity, install_ecs_overrides
+        from runbook_lib.lab.seed import PARTICIPANT_ROLE
 
         world = self.world
         world.runtime.clear()
@@ -170,6 +172,11 @@ class Lab:
         self.seeded = seed_workshop(world.backends, self.params)
         install_caller_identity(
             world.backends.sts, self.seeded.participant_arn, self.seeded.participant_user_id
+        )
+        install_assume_role_check(
+            world.backends.sts,
+            self.seeded.participant_arn,
+            f"arn:aws:iam::{self.account_id}:role/{PARTICIPANT_ROLE}",
         )
         self.scheduler = ServiceScheduler(world)
         install_ecs_overrides(world.backends.ecs, self.scheduler)
