@@ -29,8 +29,11 @@ class LabConfig:
     ``"stepped"`` (time stands still until :meth:`~runbook_lib.lab.Lab.advance` moves it; see
     :mod:`runbook_lib.lab.clock`).
     ``seed``: seeds every id and value the lab makes up (task ids, request ids, cart items).
-    The fault knobs (``propagation_delay_s``, ``throttle_rate``, ``execution_role_fault``) are
-    described on :class:`~runbook_lib.lab.faults.Faults`.
+    The fault knobs (``propagation_delay_s``, ``throttle_rate``, ``execution_role_fault``,
+    ``stale_reads_s``, ``log_pages``) are described on :class:`~runbook_lib.lab.faults.Faults`.
+    ``scenario``: the situation of a real account the lab plays (a name of
+    :data:`runbook_lib.lab.scenarios.SCENARIOS`; ``"workshop"`` is the workshop as it is). A
+    scenario may also turn fault knobs on; knobs set here win over the scenario's.
     """
 
     time_scale: float = TEST_TIME_SCALE
@@ -39,9 +42,14 @@ class LabConfig:
     propagation_delay_s: float = 0.0
     throttle_rate: float = 0.0
     execution_role_fault: str | None = None
+    stale_reads_s: float = 0.0
+    log_pages: bool = False
     #: Failed carts tasks a new (or reset) lab has behind it when it answers: at step 3.2 the
     #: learner has watched carts fail for a while, and the diagnosis reads the newest few.
     history: int = 4
+    #: Hold every answer to botocore's output shape for its operation and keep what AWS could
+    #: not have sent in ``Lab.state()["shape_errors"]`` (:mod:`runbook_lib.lab.shapes`).
+    validate_responses: bool = False
 
     def __post_init__(self) -> None:
         if not _number(self.time_scale) or not 0.0001 <= self.time_scale <= 10:
@@ -72,4 +80,6 @@ class LabConfig:
             propagation_delay_s=self.propagation_delay_s,
             throttle_rate=self.throttle_rate,
             execution_role_fault=self.execution_role_fault,
+            stale_reads_s=self.stale_reads_s,
+            log_pages=self.log_pages,
         )

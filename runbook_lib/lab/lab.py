@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +23,7 @@ from runbook_lib.lab.runtime import Runtime
 from runbook_lib.lab.scheduler import ServiceScheduler
 from runbook_lib.lab.seed import LOG_GROUP, Seeded, seed_workshop
 from runbook_lib.lab.server import LabApp, LabServer
+from runbook_lib.lab.shapes import KEEP_PROBLEMS, ShapeCheckedApp, ShapeProblem
 from runbook_lib.lab.world import Seeds, World
 from runbook_lib.params import Params
 from runbook_lib.session import LAB_ACCESS_KEY, LAB_SECRET_KEY
@@ -34,6 +37,12 @@ HISTORY_TIMEOUT_S = 10.0
 
 #: IAM actions that only read; every other IAM action a client sends counts as a write.
 IAM_READ_PREFIXES = ("Get", "List", "Simulate")
+
+#: When set (to a file path), every lab in the process validates its answers against botocore's
+#: output shapes, whatever its config says, and appends each problem to that file as a line of
+#: JSON: how a test suite covers labs it does not start itself (a papermill kernel's, a served
+#: lab's), and reads what they answered that AWS could not.
+VALIDATE_ENV = "RUNBOOK_LAB_VALIDATE"
 
 #: On a stepped clock, how far (simulated seconds) the history may go before giving up, and the
 #: step it advances by between two looks.
@@ -72,8 +81,30 @@ class Lab:
         #: IAM write actions clients sent since the lab was seeded, in order (the seed's own
         #: writes do not count).
         self.iam_writes: list[str] = []
-        self._server = LabServer(lambda: LabApp(self), port)
+        #: Answers the lab sent that AWS could not have sent (see :mod:`runbook_lib.lab.shapes`).
+        self.shape_errors: list[ShapeProblem] = []
+        self._shape_log = os.environ.get(VALIDATE_ENV, "")
+        self.validates = config.validate_responses or bool(self._shape_log)
+        self._server = LabServer(self._wsgi_app, port)
         self._stopped = False
+
+    def _wsgi_app(self) -> Any:
+        app = LabApp(self)
+        return ShapeCheckedApp(app, self.shape_problems) if self.validates else app
+
+    def shape_problems(self, problems: list[ShapeProblem]) -> None:
+        """Keep what :class:`~runbook_lib.lab.shapes.ShapeCheckedApp` found (the first
+        :data:`~runbook_lib.lab.shapes.KEEP_PROBLEMS`), and append it to the file that
+        :data:`VALIDATE_ENV` names."""
+        with MOTO_LOCK:
+            room = KEEP_PROBLEMS - len(self.shape_errors)
+            self.shape_errors.extend(problems[: max(room, 0)])
+        if self._shape_log:
+            lines = "".join(
+                json.dumps({"endpoint": self.endpoint_url, **p.as_dict()}) + "\n" for p in problems
+            )
+            with open(self._shape_log, "a", encoding="utf-8") as sink:
+                sink.write(lines)
 
     # --- life -------------------------------------------------------------------------------
 
@@ -304,9 +335,12 @@ class Lab:
                 "time_scale": self.config.time_scale,
                 "seed": self.config.seed,
                 "faults": self.world.faults.as_dict(),
-                "task_role_policies": sorted(role),
+                "task_role_policies": sorted(role.identity),
+                "task_role_boundary": role.boundary_arn,
                 "iam_writes": list(self.iam_writes),
                 "process_errors": list(self.world.runtime.failures[-10:]),
+                "validates_responses": self.validates,
+                "shape_errors": [str(p) for p in self.shape_errors],
                 "tasks": [
                     {
                         "id": t.id,
