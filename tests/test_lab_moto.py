@@ -244,12 +244,17 @@ def test_fault_knobs_are_checked() -> None:
         "propagation_delay_s": 0.0,
         "throttle_rate": 0.0,
         "execution_role_fault": None,
+        "stale_reads_s": 0.0,
+        "log_pages": False,
     }
     for bad in (
         {"propagation_delay_s": -1},
         {"throttle_rate": 1.0},
         {"throttle_rate": True},
         {"execution_role_fault": "disk"},
+        {"stale_reads_s": -1},
+        {"stale_reads_s": float("nan")},
+        {"log_pages": "yes"},
     ):
         with pytest.raises(LabConfigError):
             Faults(**bad)  # type: ignore[arg-type]

@@ -23,7 +23,8 @@ from runbook_lib.lab.runtime import Runtime
 from runbook_lib.lab.scheduler import ServiceScheduler
 from runbook_lib.lab.seed import LOG_GROUP, Seeded, seed_workshop
 from runbook_lib.lab.server import LabApp, LabServer
-from runbook_lib.lab.shapes import KEEP_PROBLEMS, ShapeCheckedApp, ShapeProblem
+from runbook_lib.lab.shapes import KEEP_PROBLEMS, ShapeProblem
+from runbook_lib.lab.wire import WireApp
 from runbook_lib.lab.world import Seeds, World
 from runbook_lib.params import Params
 from runbook_lib.session import LAB_ACCESS_KEY, LAB_SECRET_KEY
@@ -89,8 +90,7 @@ class Lab:
         self._stopped = False
 
     def _wsgi_app(self) -> Any:
-        app = LabApp(self)
-        return ShapeCheckedApp(app, self.shape_problems) if self.validates else app
+        return WireApp(LabApp(self), self.shape_problems if self.validates else None)
 
     def shape_problems(self, problems: list[ShapeProblem]) -> None:
         """Keep what :class:`~runbook_lib.lab.shapes.ShapeCheckedApp` found (the first
@@ -181,7 +181,12 @@ class Lab:
         """Wipe the account and seed the broken workshop state (caller holds MOTO_LOCK)."""
         from moto.moto_api._internal import mock_random
 
-        from runbook_lib.lab.moto_patches import install_caller_identity, install_ecs_overrides
+        from runbook_lib.lab.moto_patches import (
+            install_caller_identity,
+            install_ecs_overrides,
+            install_iam_reads,
+            install_logs_overrides,
+        )
 
         world = self.world
         world.runtime.clear()
@@ -200,6 +205,8 @@ class Lab:
         )
         self.scheduler = ServiceScheduler(world)
         install_ecs_overrides(world.backends.ecs, self.scheduler)
+        install_logs_overrides(world.backends.logs, lambda: self.world.faults.log_pages)
+        install_iam_reads(world.backends.iam, world.role_as_read)
         world.history(self.params.task_role)
         world.history(self.params.execution_role)
         self.scheduler.start()
