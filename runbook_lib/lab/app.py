@@ -66,8 +66,8 @@ class CartsApp:
         self.stream = stream
         self.ready = False
         p = ctx.params
-        self.principal = assumed_role_arn(p.lab_account_id, ctx.role_name, task_id).replace(
-            "arn:aws:", f"arn:{ctx.partition}:", 1
+        self.principal = assumed_role_arn(
+            p.lab_account_id, ctx.role_name, task_id, partition=ctx.partition
         )
         self._calls = {c.operation: c for c in CARTS_CALLS}
 
@@ -177,9 +177,7 @@ class CartsApp:
         """Decide ``operation`` as IAM would, then run it; raise Denied or DynamoError."""
         call = self._calls[operation]
         p = self.ctx.params
-        resource = resource_for(call, p.region, p.lab_account_id, p.table, p.index).replace(
-            "arn:aws:", f"arn:{self.ctx.partition}:", 1
-        )
+        resource = resource_for(call, p.region, p.lab_account_id, p.table, p.index)
         decision = decide(self.ctx.policies(), call.action, resource, self._context())
         if not decision.allowed:
             raise Denied(self._sdk_message(denial(decision, self.principal)))

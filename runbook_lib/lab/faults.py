@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 
 from runbook_lib.access_denied import NO_ALLOW, assumed_role_arn, format_access_denied
 from runbook_lib.lab.errors import LabConfigError
+from runbook_lib.partitions import arn
 
 # --- throttling -----------------------------------------------------------------------------
 
@@ -118,14 +119,15 @@ class TaskFacts:
     execution_role: str
     log_group: str
     log_stream: str
-    partition: str = "aws"
 
     @property
     def stream_arn(self) -> str:
         """The log stream's ARN (what IAM decides ``logs:CreateLogStream`` on)."""
-        return (
-            f"arn:{self.partition}:logs:{self.region}:{self.account_id}:log-group:{self.log_group}"
-            f":log-stream:{self.log_stream}"
+        return arn(
+            "logs",
+            self.region,
+            self.account_id,
+            f"log-group:{self.log_group}:log-stream:{self.log_stream}",
         )
 
 
@@ -165,8 +167,9 @@ def logger_failure(
     policy type that denied); else the identity-policy sentence of ``kind``.
     """
     if denied is None:
-        principal = assumed_role_arn(facts.account_id, facts.execution_role, facts.task_id)
-        principal = principal.replace("arn:aws:", f"arn:{facts.partition}:", 1)
+        principal = assumed_role_arn(
+            facts.account_id, facts.execution_role, facts.task_id, region=facts.region
+        )
         denied = format_access_denied(principal, "logs:CreateLogStream", facts.stream_arn, kind)
     reason = (
         "ResourceInitializationError: failed to validate logger args: create stream has been "

@@ -178,6 +178,8 @@ class EcsHooks(Protocol):
 
     def service_changed(self, service: Any, before: dict[str, Any]) -> None: ...
 
+    def service_created(self, service: Any) -> None: ...
+
 
 def install_ecs_overrides(ecs: Any, hooks: EcsHooks) -> None:
     """Replace the ECS backend methods whose answers differ from AWS's, on this backend only."""
@@ -186,6 +188,7 @@ def install_ecs_overrides(ecs: Any, hooks: EcsHooks) -> None:
     original_list_tasks = type(ecs).list_tasks
     original_update_service = type(ecs).update_service
     original_delete_service = type(ecs).delete_service
+    original_create_service = type(ecs).create_service
 
     def list_tasks(
         cluster_str: str | None = None,
@@ -258,8 +261,26 @@ def install_ecs_overrides(ecs: Any, hooks: EcsHooks) -> None:
         return service
 
     def delete_service(cluster_name: str, service_name: str, force: bool) -> Any:
+        # moto behaviour: a deleted service is INACTIVE at once. AWS: "the service status
+        # moves from ACTIVE to DRAINING, and the service is no longer visible in the console or
+        # in ListServices. After the tasks have stopped, then the service status moves from
+        # DRAINING to INACTIVE" (bc:ecs DeleteService); the scheduler finishes the move.
         service = original_delete_service(ecs, cluster_name, service_name, force)
+        service.status = "DRAINING"
         hooks.service_changed(service, {})
+        return service
+
+    def create_service(cluster_str: str, service_name: str, *args: Any, **kwargs: Any) -> Any:
+        # moto behaviour: creating a service over one of the same name replaces it silently.
+        # AWS refuses while the old one is ACTIVE or DRAINING (the messages clients report).
+        cluster = ecs._get_cluster(cluster_str or "default")
+        existing = ecs.services.get(f"{cluster.name}:{service_name}")
+        if existing is not None and existing.status == "ACTIVE":
+            raise InvalidParameterException("Creation of service was not idempotent.")
+        if existing is not None and existing.status == "DRAINING":
+            raise InvalidParameterException("Unable to Start a service that is still Draining.")
+        service = original_create_service(ecs, cluster_str, service_name, *args, **kwargs)
+        hooks.service_created(service)
         return service
 
     overrides: dict[str, Callable[..., Any]] = {
@@ -268,6 +289,7 @@ def install_ecs_overrides(ecs: Any, hooks: EcsHooks) -> None:
         "stop_task": stop_task,
         "update_service": update_service,
         "delete_service": delete_service,
+        "create_service": create_service,
     }
     for name, fn in overrides.items():
         setattr(ecs, name, fn)

@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from runbook_lib.access_denied import EXPLICIT_DENY, NO_ALLOW, format_access_denied
 from runbook_lib.iam_eval import Decision, PolicyError, evaluate
 
 #: name (inline) or ARN (managed) -> policy document JSON text.
@@ -154,11 +153,11 @@ def decide(
     """IAM's decision for a call made with ``state``'s role: its identity-based policies,
     limited by its permissions boundary ("the intersection of the two categories", IAM User
     Guide, access_policies_boundaries.html; reference_policies_evaluation-logic.html)."""
-    return evaluate(state.identity, action, resource, context)
+    return evaluate(state.identity, action, resource, context, boundary=state.boundary_policy)
 
 
 def denial(decision: Decision, principal: str) -> str:
-    """AWS's AccessDenied sentence for a denied ``decision``, as ``principal`` receives it
-    (IAM User Guide, troubleshoot_access-denied.html)."""
-    kind = EXPLICIT_DENY if decision.decision == "explicit_deny" else NO_ALLOW
-    return format_access_denied(principal, decision.action, decision.resource, kind)
+    """AWS's AccessDenied sentence for a denied ``decision``, as ``principal`` receives it: it
+    names the one policy type that denied, e.g. "because no permissions boundary allows the
+    dynamodb:Query action" (IAM User Guide, troubleshoot_access-denied.html; AWS-FACTS 5)."""
+    return decision.sentence(principal)

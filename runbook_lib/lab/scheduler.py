@@ -95,6 +95,8 @@ class ServiceScheduler:
                 if task.wants_to_run:
                     self.runner.stop(task, "ServiceSchedulerInitiated", "Service deleted")
             self._recount(service)
+            if service.status == "DRAINING" and not any(t.last_status != "STOPPED" for t in mine):
+                service.status = "INACTIVE"
             return
         primary = self._primary(service)
         if primary is None:
@@ -255,6 +257,9 @@ class ServiceScheduler:
         self._event(service, f"rolling back to deployment {target['id']}.")
 
     def task_stopped(self, task: LabTask) -> None:
+        service = self._service_for(task)
+        if service is not None and service.status == "DRAINING":
+            self._reconcile(_key(service), service)
         self._recount_for(task)
         self._prune()
 
@@ -284,6 +289,15 @@ class ServiceScheduler:
             ):
                 self._new_deployment(service, before)
         self._reconcile(_key(service), service)
+
+    def service_created(self, service: Any) -> None:
+        """``CreateService`` went through moto: take the new service over."""
+        key = _key(service)
+        self._failed_starts.pop(key, None)
+        self._steady[key] = False
+        if service.deployments:
+            self._renew_deployment_id(service.deployments[0])
+        self._reconcile(key, service)
 
     def _new_deployment(self, service: Any, before: dict[str, Any]) -> None:
         now = self.world.clock.now()

@@ -111,7 +111,7 @@ def check_answer(
         if code and code != str(status):
             return []
         return problem(f"an error answer without an error code: {body[:200]!r}")
-    found = [*_validate(service, parsed, shape), *_enums(parsed, shape, "")]
+    found = [*_validate(service, parsed, shape), *_enums(service, parsed, shape, "")]
     if model.protocol == "json" and shape is not None and body.strip():
         try:
             raw = json.loads(body)
@@ -145,6 +145,17 @@ def _validate(service: str, parsed: dict[str, Any], shape: Any) -> list[str]:
     return [line.strip().replace(" in input:", ":") for line in lines if line.strip()]
 
 
+#: Enum values AWS itself sends outside botocore's enum: (service, shape name) -> values, with
+#: where AWS documents it.
+AWS_SENDS_OUTSIDE_ENUM: dict[tuple[str, str], tuple[frozenset[str], str]] = {
+    ("ec2", "PlatformValues"): (
+        frozenset({"windows"}),
+        "EC2 API Reference, Image.platform: 'This value is set to windows for Windows AMIs; "
+        "otherwise, it is blank.' (the model's enum says 'Windows')",
+    ),
+}
+
+
 def _validator(service: str) -> Any:
     """botocore's ParamValidator, but numbers of :data:`AWS_SENDS_BELOW_MIN` may go down to 0."""
     from botocore.validate import ParamValidator
@@ -159,7 +170,7 @@ def _validator(service: str) -> Any:
     return OutputValidator()
 
 
-def _enums(value: Any, shape: Any, path: str) -> list[str]:
+def _enums(service: str, value: Any, shape: Any, path: str) -> list[str]:
     """Values outside a member's ``enum`` (the validator does not look at enums)."""
     if shape is None or value is None:
         return []
@@ -169,14 +180,19 @@ def _enums(value: Any, shape: Any, path: str) -> list[str]:
             problem
             for name, member in shape.members.items()
             if name in value
-            for problem in _enums(value[name], member, f"{path}.{name}" if path else name)
+            for problem in _enums(service, value[name], member, f"{path}.{name}" if path else name)
         ]
     if kind == "list" and isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in _enums(v, shape.member, f"{path}[{i}]")]
+        return [
+            p for i, v in enumerate(value) for p in _enums(service, v, shape.member, f"{path}[{i}]")
+        ]
     if kind == "map" and isinstance(value, Mapping):
-        return [p for k, v in value.items() for p in _enums(v, shape.value, f"{path}[{k!r}]")]
+        return [
+            p for k, v in value.items() for p in _enums(service, v, shape.value, f"{path}[{k!r}]")
+        ]
     allowed = getattr(shape, "enum", None)
-    if kind == "string" and allowed and value not in allowed:
+    also = AWS_SENDS_OUTSIDE_ENUM.get((service, shape.name), (frozenset(), ""))[0]
+    if kind == "string" and allowed and value not in allowed and value not in also:
         return [f"{path}: {value!r} is not one of the model's values for {shape.name}"]
     return []
 

@@ -220,8 +220,8 @@ class TaskRunner:
         instance = self._container_instance(t)
         if instance is None:
             return None
-        reservation = self.world.backends.ec2.get_instance(instance.ec2_instance_id)
-        return str(reservation.placement) if reservation is not None else None
+        ec2_instance = self.world.backends.ec2.get_instance(instance.ec2_instance_id)
+        return str(ec2_instance.placement.zone) if ec2_instance is not None else None
 
     def _container_instance(self, t: Any) -> Any:
         arn = getattr(t, "container_instance_arn", None)
@@ -378,10 +378,14 @@ class TaskRunner:
                 self.listener.task_healthy(task)
 
     def container_exited(self, task: LabTask, exit_code: int) -> None:
-        """The essential container exited on its own: the task stops."""
-        for c in task.moto.containers:
-            c.exitCode = exit_code
-            c.last_status = "STOPPED"
+        """The app's essential container exited on its own: the task stops (ECS stops its other
+        containers, which the walk down gives their own exit codes)."""
+        tdef = self.world.backends.ecs.describe_task_definition(task.moto.task_definition_arn)
+        app = app_container(tdef.container_definitions)
+        for c, cdef in zip(task.moto.containers, tdef.container_definitions, strict=True):
+            if cdef is app:
+                c.exitCode = exit_code
+                c.last_status = "STOPPED"
         task.moto.execution_stopped_at = self.world.clock.now()
         self.stop(task, "EssentialContainerExited", "Essential container in task exited")
 
@@ -471,8 +475,9 @@ class TaskRunner:
             state = world.history(exec_role).read()
             decision = decide(state, "logs:CreateLogStream", facts.stream_arn)
             if not decision.allowed:
-                principal = assumed_role_arn(facts.account_id, exec_role, task.id)
-                principal = principal.replace("arn:aws:", f"arn:{world.partition}:", 1)
+                principal = assumed_role_arn(
+                    facts.account_id, exec_role, task.id, partition=world.partition
+                )
                 return logger_failure(facts, denied=denial(decision, principal))
         return None
 
@@ -487,7 +492,6 @@ class TaskRunner:
             execution_role=exec_role,
             log_group=_log_group(cdef),
             log_stream=_stream_name(cdef, task.id, getattr(container, "lab_docker_id", None)) or "",
-            partition=world.partition,
         )
 
     def _fail_start(self, task: LabTask, failure: StartFailure) -> None:

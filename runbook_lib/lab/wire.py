@@ -66,7 +66,7 @@ class WireApp:
         service = signing_service(environ)
         if not service or str(environ.get("PATH_INFO", "")).startswith("/_lab/"):
             return self.app(environ, start_response)  # type: ignore[no-any-return]
-        if service in QUERY_SERVICES:
+        if service in QUERY_SERVICES or service == "ec2":  # EC2's protocol is a query one too
             request = Request(service, query_action(environ))
         else:
             request = Request(service, json_operation(environ), _json_params(environ))

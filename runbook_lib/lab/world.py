@@ -13,6 +13,7 @@ from runbook_lib.lab.logstream import LogWriter
 from runbook_lib.lab.policies import PolicyHistory, RoleState, role_state
 from runbook_lib.lab.runtime import Runtime
 from runbook_lib.params import Params
+from runbook_lib.partitions import partition_for_region
 
 
 @dataclass
@@ -62,9 +63,7 @@ class World:
     def partition(self) -> str:
         """The partition of the lab's region (``aws``, ``aws-cn``, ...): every ARN the lab makes
         carries it, as moto's own ARNs do (bc: ``partitions.json``; AWS-FACTS 9, 11)."""
-        from moto.utilities.utils import get_partition
-
-        return str(get_partition(self.region))
+        return partition_for_region(self.region)
 
     def history(self, role: str) -> PolicyHistory[RoleState]:
         """The policy history of ``role`` (started now if the lab has not watched it yet)."""
