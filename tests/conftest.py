@@ -21,8 +21,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import ROOT, Clients, Served, clean_env
@@ -121,3 +122,23 @@ def served(tmp_path: Path) -> Iterator[Served]:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+@pytest.fixture
+def start_lab() -> Iterator[Callable[..., Lab]]:
+    """Start labs of one's own (a scenario, other knobs) on a stepped clock, answers validated;
+    each is stopped after the test and checked for scheduler errors and off-shape answers."""
+    started: list[Lab] = []
+
+    def start(params: Params | None = None, **config: Any) -> Lab:
+        settings: dict[str, Any] = {"clock": "stepped", "validate_responses": True, **config}
+        running = Lab.start(params or Params(), LabConfig(**settings))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        state = running.state()
+        running.stop()
+        assert state["process_errors"] == []
+        assert state["shape_errors"] == [], "the lab answered what AWS could not send"

@@ -323,6 +323,10 @@ def install_logs_overrides(logs: Any, small_pages: Callable[[], bool]) -> None:
         next_token: str | None,
         start_from_head: bool,
     ) -> tuple[list[dict[str, Any]], str, str]:
+        group = logs._find_log_group(log_group_id=log_group_id, log_group_name=log_group_name)
+        if log_stream_name not in group.streams:
+            # moto behaviour: a missing stream is "The specified log group does not exist."
+            raise ResourceNotFoundException("The specified log stream does not exist.")
         if not small_pages():
             return original_get_log_events(  # type: ignore[no-any-return]
                 logs,
@@ -336,9 +340,6 @@ def install_logs_overrides(logs: Any, small_pages: Callable[[], bool]) -> None:
                 start_from_head,
             )
         too_many(limit)
-        group = logs._find_log_group(log_group_id=log_group_id, log_group_name=log_group_name)
-        if log_stream_name not in group.streams:
-            raise ResourceNotFoundException()
         events = sorted(
             (
                 e

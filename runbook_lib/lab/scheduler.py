@@ -350,6 +350,14 @@ class ServiceScheduler:
         # moto behaviour: describe_services reports runningCount 0 / pendingCount = desired
         # from creation on, and update_service sets runningCount = desiredCount. AWS counts.
         mine = [t for t in self._tasks_of(service) if t.wants_to_run]
+        # "ACTIVE: A service deployment that still has running tasks ... INACTIVE: A deployment
+        # that has been completely replaced" (bc:ecs Deployment.status): one left without a task
+        # is no longer listed.
+        service.deployments = [
+            d
+            for d in service.deployments
+            if d.get("status") == "PRIMARY" or any(t.deployment_id == d["id"] for t in mine)
+        ]
         total_running = total_pending = 0
         for deployment in service.deployments:
             of = [t for t in mine if t.deployment_id == deployment["id"]]
