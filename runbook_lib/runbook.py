@@ -31,7 +31,7 @@ from runbook_lib.iam import (
     read_role,
     rollback,
 )
-from runbook_lib.params import PARAMETER_NAMES, Params
+from runbook_lib.params import Params, notebook_values
 from runbook_lib.policy import LintReport, RenderedPolicy, lint, render_policy
 from runbook_lib.preflight import Preflight, preflight, simulate
 from runbook_lib.record import RunRecord
@@ -83,7 +83,7 @@ class Runbook:
 
         >>> Runbook.from_namespace({"backend": "lab"})  # doctest: +SKIP
         """
-        values = {n: namespace[n] for n in PARAMETER_NAMES if n in namespace}
+        values = notebook_values(namespace)  # with any unknown name papermill injected
         params = Params.from_mapping(values, source="the notebook's parameters")
         return cls(params, RunRecord.create(record_path))
 

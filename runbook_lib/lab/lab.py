@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from runbook_lib.lab.clock import SteppedClock, make_clock
 from runbook_lib.lab.config import HISTORY_TIME_SCALE, LabConfig
 from runbook_lib.lab.errors import LabConfigError, LabError
 from runbook_lib.lab.faults import Faults
+from runbook_lib.lab.guard import TOKEN_ENV
 from runbook_lib.lab.logstream import LogWriter
 from runbook_lib.lab.runtime import Runtime
 from runbook_lib.lab.scenarios import scenario
@@ -91,6 +93,8 @@ class Lab:
         self.shape_errors: list[ShapeProblem] = []
         self._shape_log = os.environ.get(VALIDATE_ENV, "")
         self.validates = config.validate_responses or bool(self._shape_log)
+        #: The control routes' secret (``X-Lab-Token``): a web page cannot know it.
+        self.token = secrets.token_hex(16)
         self._server = LabServer(self._wsgi_app, port)
         self._stopped = False
 
@@ -98,7 +102,7 @@ class Lab:
         return WireApp(LabApp(self), self.shape_problems if self.validates else None)
 
     def shape_problems(self, problems: list[ShapeProblem]) -> None:
-        """Keep what :class:`~runbook_lib.lab.shapes.ShapeCheckedApp` found (the first
+        """Keep what :class:`~runbook_lib.lab.wire.WireApp` found (the first
         :data:`~runbook_lib.lab.shapes.KEEP_PROBLEMS`), and append it to the file that
         :data:`VALIDATE_ENV` names."""
         with MOTO_LOCK:
@@ -288,12 +292,14 @@ class Lab:
         return self._server.port
 
     def env(self) -> dict[str, str]:
-        """Environment variables that point boto3 and the ``aws`` CLI at this lab."""
+        """Environment variables that point boto3 and the ``aws`` CLI at this lab, and
+        ``python -m runbook_lib.lab reset|state`` at its control routes (the token)."""
         return {
             "AWS_ENDPOINT_URL": self.endpoint_url,
             "AWS_ACCESS_KEY_ID": LAB_ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": LAB_SECRET_KEY,
             "AWS_DEFAULT_REGION": self.region,
+            TOKEN_ENV: self.token,
         }
 
     def reset(self) -> None:

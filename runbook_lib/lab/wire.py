@@ -11,8 +11,9 @@ each AWS request it
   (:func:`runbook_lib.lab.shapes.check_answer`) and reports what AWS could not have sent; the
   answer itself is sent unchanged, so that a client sees what the lab really said.
 
-Control routes (``/_lab/``) and requests that name no AWS service (no SigV4 credential scope)
-pass through untouched.
+Control routes (``/_lab/``), requests that name no AWS service (no SigV4 credential scope) and
+requests the lab refuses as a web page's (:func:`runbook_lib.lab.guard.browser_refusal`) pass
+through untouched.
 """
 
 from __future__ import annotations
@@ -63,8 +64,12 @@ class WireApp:
             signing_service,
         )
 
+        from runbook_lib.lab.guard import browser_refusal
+
         service = signing_service(environ)
-        if not service or str(environ.get("PATH_INFO", "")).startswith("/_lab/"):
+        lab_route = str(environ.get("PATH_INFO", "")).startswith("/_lab/")
+        if not service or lab_route or browser_refusal(environ) is not None:
+            # Not AWS's to answer: the lab's routes, and what the lab refuses to web pages.
             return self.app(environ, start_response)  # type: ignore[no-any-return]
         if service in QUERY_SERVICES or service == "ec2":  # EC2's protocol is a query one too
             request = Request(service, query_action(environ))
