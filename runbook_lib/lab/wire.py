@@ -57,14 +57,13 @@ class WireApp:
         self.report = report
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        from runbook_lib.lab.guard import browser_refusal
         from runbook_lib.lab.server import (
             QUERY_SERVICES,
             json_operation,
             query_action,
             signing_service,
         )
-
-        from runbook_lib.lab.guard import browser_refusal
 
         service = signing_service(environ)
         lab_route = str(environ.get("PATH_INFO", "")).startswith("/_lab/")
