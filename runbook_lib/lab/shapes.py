@@ -6,9 +6,9 @@ output shape (``Stubber._validate_operation_response``: ``validate_parameters(re
 output_shape)`` after dropping ``ResponseMetadata``). The lab does the same with what goes over
 the wire, in three steps:
 
-1. parse the body with botocore's parser for the service's protocol (``query`` for IAM and STS,
-   ``ec2``, ``json`` for ECS, Logs and DynamoDB), as a client would; a body it cannot parse is a
-   problem;
+1. parse the body with botocore's parser for the protocol a client resolves for the service
+   (``ServiceModel.resolved_protocol``: ``query`` for IAM and STS, ``ec2``, ``json`` for ECS,
+   Logs and DynamoDB), as a client would; a body it cannot parse is a problem;
 2. :class:`botocore.validate.ParamValidator` on the parsed result against the operation's output
    shape (required members, types, minimum lengths), as the Stubber does;
 3. what the parser and the validator let pass: a value outside the member's ``enum``, and, for
@@ -102,7 +102,7 @@ def check_answer(
         return problem(f"{operation!r} is no operation of {service}")
     shape = model.operation_model(operation).output_shape
     try:
-        parsed = _parse(model.protocol, status, headers, body, shape)
+        parsed = _parse(model.resolved_protocol, status, headers, body, shape)
     except Exception as exc:  # botocore's parsers raise many kinds
         return problem(f"botocore cannot parse the body: {type(exc).__name__}: {exc}")
     if status >= 300:
@@ -112,7 +112,7 @@ def check_answer(
             return []
         return problem(f"an error answer without an error code: {body[:200]!r}")
     found = [*_validate(service, parsed, shape), *_enums(service, parsed, shape, "")]
-    if model.protocol == "json" and shape is not None and body.strip():
+    if model.resolved_protocol == "json" and shape is not None and body.strip():
         try:
             raw = json.loads(body)
         except ValueError:

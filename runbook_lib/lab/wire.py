@@ -76,7 +76,9 @@ class WireApp:
             request = Request(service, json_operation(environ), _json_params(environ))
         _current.request = request
         try:
-            if self.report is None:
+            if self.report is None or not request.operation:
+                # A request naming no operation is no API call a client makes: nothing to hold
+                # its answer to.
                 return self._plain(environ, start_response)
             return self._checked(request, environ, start_response)
         finally:
