@@ -377,8 +377,12 @@ def test_log_pages_are_partial_or_empty_before_the_end(start_lab: StartLab) -> N
         seen += [e["message"] for e in page["events"]]
         token = page["nextForwardToken"]
     assert max(pages) <= 5 and 0 in pages
-    newest = aws.logs.get_log_events(logGroupName=LOG_GROUP, logStreamName=stream)["events"]
-    assert 0 < len(newest) <= 5 and [e["message"] for e in newest] == seen[-len(newest) :]
+    newest = aws.logs.get_log_events(logGroupName=LOG_GROUP, logStreamName=stream)
+    assert newest["events"] == []  # the default reads backward from the newest event
+    back = aws.logs.get_log_events(
+        logGroupName=LOG_GROUP, logStreamName=stream, nextToken=newest["nextBackwardToken"]
+    )["events"]
+    assert 0 < len(back) <= 5 and [e["message"] for e in back] == seen[-len(back) :]
 
     filtered, next_token, calls = [], None, 0
     while True:

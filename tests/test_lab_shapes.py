@@ -129,6 +129,14 @@ def test_get_log_events_pages_end_with_the_token_passed_in(count: int) -> None:
     assert seen == events and calls > 1
     whole = get_page(events, None, True, None, False)
     assert whole.events == events
+    backward, token = [], None
+    while True:
+        page = get_page(events, token, False, None, True)
+        if token is not None and page.backward == token:
+            break
+        backward = page.events + backward
+        token = page.backward
+    assert backward == events
 
 
 def test_filter_log_events_pages_end_without_a_token() -> None:

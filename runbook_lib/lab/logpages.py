@@ -9,8 +9,8 @@ same token you passed in." ``FilterLogEvents``: the same "partially full, or eve
 and "If the results don't include a nextToken, then pagination is finished."
 
 With the lab's ``log_pages`` knob on, every page holds at most :data:`PAGE_EVENTS` events and is
-preceded by an empty one, so a reader that stops at the first short or empty page misses what
-follows. With it off, ``FilterLogEvents`` answers whole pages (up to ``limit``) and
+preceded by an empty one (reading forward from the head, or backward from the newest event, the
+default), so a reader that stops at the first short or empty page misses what follows. With it off, ``FilterLogEvents`` answers whole pages (up to ``limit``) and
 ``GetLogEvents`` is moto's own.
 
 Tokens are opaque to a client. Here a ``GetLogEvents`` token is ``f/`` or ``b/`` and 56 digits,
@@ -69,18 +69,20 @@ def get_page(
     size = min(limit or MAX_EVENTS, PAGE_EVENTS if small else MAX_EVENTS)
     end = len(events)
     if token is None:
-        if not start_from_head:
-            first = max(end - size, 0)
-            return Page(events[first:], _token("b", first, True), _token("f", end, True))
-        direction, position, served = "f", 0, not small
+        direction, position = ("f", 0) if start_from_head else ("b", end)
+        served = not small
     else:
         direction, position, served = _read_token(token)
         position = min(position, end)
     if direction == "b":
+        if not served and position > 0:
+            # An empty page before the beginning, with a token that moves on.
+            return Page([], _token("b", position, True), _token("f", position, True))
         first = max(position - size, 0)
         if first == position:
             return Page([], token or _token("b", 0, True), _token("f", position, True))
-        return Page(events[first:position], _token("b", first, True), _token("f", position, True))
+        page = events[first:position]
+        return Page(page, _token("b", first, not small), _token("f", position, True))
     if not served and position < end:
         # An empty page before the end, with a token that moves on.
         return Page([], _token("b", position, True), _token("f", position, True))
