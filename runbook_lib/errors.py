@@ -42,3 +42,12 @@ class WrongCause(RunbookError):
 
 class WatchTimeout(RunbookError):
     """No carts task reached a settled RUNNING state in time."""
+
+
+class DeploymentFailed(RunbookError):
+    """The service's deployment is FAILED: ECS starts no new task until a new deployment."""
+
+
+class Blocked(RunbookError):
+    """A policy the run cannot change (a permissions boundary, an SCP) would keep carts denied
+    after the write: the run stops before writing."""

@@ -15,10 +15,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from runbook_lib.diagnose import EXECUTION_ROLE, Diagnosis, diagnose
+from runbook_lib.diagnose import Diagnosis, diagnose
 from runbook_lib.dynamo import ScanResult, scan_items
-from runbook_lib.ecs import describe_task_definition
-from runbook_lib.errors import RunbookError, WrongCause
+from runbook_lib.ecs import TaskDefinitions
+from runbook_lib.errors import Blocked, DeploymentFailed, RunbookError, WrongCause
 from runbook_lib.exists import check_names
 from runbook_lib.iam import (
     Plan,
@@ -103,7 +103,10 @@ class Runbook:
             # What the step saw before it failed (the diagnosis's cause, say) stays on record.
             self.record.data["steps"][name] = payload
             self.record.data["timings_s"][name] = round(time.monotonic() - t0, 3)
-            self.record.fail(name, exc, self.undo_command())
+            if isinstance(exc, KeyboardInterrupt):
+                self.record.interrupt(name, self.undo_command())
+            else:
+                self.record.fail(name, exc, self.undo_command())
             raise
         self.record.step(name, payload, time.monotonic() - t0)
 
@@ -151,7 +154,11 @@ class Runbook:
     # --- 2. diagnose ----------------------------------------------------------------------------
 
     def diagnose(self) -> Diagnosis:
-        """See the failure: service, newest stopped tasks, their log, the cause."""
+        """See the failure: the service, the newest task that failed, its log, the cause.
+
+        Stops (:class:`WrongCause`) when the cause is one a policy on the task role cannot fix
+        (the execution role, a boundary, an SCP, the image, capacity...) or when the service's
+        task definition runs as another role: nothing is written then."""
         with self._step("diagnose") as rec:
             c = self.connection
             d = diagnose(
@@ -163,7 +170,7 @@ class Runbook:
             )
             self.diagnosis = d
             rec.update(d.record())
-            if d.cause == EXECUTION_ROLE:
+            if not d.fixable_here:
                 _show(d)
                 raise WrongCause(d.headline())
             if d.role_mismatch is not None:
@@ -221,6 +228,8 @@ class Runbook:
             rec.update(result.record())
             if not result.ok:
                 _show(result)
+                if result.blocked_by is not None:
+                    raise Blocked(result.verdict())
                 raise RunbookError(result.verdict())
             return result
 
@@ -343,28 +352,31 @@ class Runbook:
             c = self.connection
             p = self.params
             ecs = c.client("ecs")
-            service = self.diagnosis.service if self.diagnosis else None
-            td_arn = service.task_definition if service else ""
-            td = (
-                self.diagnosis.task_definition
-                if self.diagnosis
-                else describe_task_definition(ecs, td_arn)
-            )
+            # Each task is judged by its own task definition; those the diagnosis read are known.
+            known = list(self.diagnosis.task_definitions.values()) if self.diagnosis else []
+            tds = TaskDefinitions(ecs, known)
+            if self.diagnosis is not None:
+                tds.get(self.diagnosis.service.task_definition)
+            pre = self.preflight_result
             view = LiveView(f"Watching {p.service} in {p.cluster}", p.timeout_s)
             try:
                 result = watch(
                     ecs,
                     c.client("logs"),
-                    td,
+                    tds,
                     p.cluster,
                     p.service,
                     self.baseline if (the_plan and the_plan.written) else None,
                     p.timeout_s,
+                    keeps_allowed=pre is not None and pre.ok,
                     view=view,
                     sleep=c.clock.sleep,
                     clock=c.clock.monotonic,
                     now=c.clock.time,
                 )
+            except DeploymentFailed:
+                rec.update(outcome="deployment-failed")
+                raise
             except RunbookError:
                 rec.update(outcome="timeout")
                 raise
@@ -421,6 +433,8 @@ class Runbook:
             return "fixed, then rolled back"
         if self.watch_result is not None and self.watch_result.outcome == "running":
             return "fixed: carts is RUNNING"
+        if self.watch_result is not None and self.watch_result.outcome == "already-running":
+            return "checked: carts was already RUNNING and the change keeps it allowed"
         if (
             self.plan_result is not None
             and not self.plan_result.written
