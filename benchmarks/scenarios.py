@@ -212,7 +212,9 @@ def run_scenario(name: str, workdir: Path, time_scale: float) -> Run:
 
 
 def _record(out: Path) -> dict[str, Any]:
-    path = out / f"{STEM}.record.json"
+    from runbook_lib.history import latest_run
+
+    path = (latest_run(out) or out) / f"{STEM}.record.json"
     try:
         found: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     except json.JSONDecodeError:
