@@ -1127,8 +1127,8 @@ STRICT_VALUES: list[tuple[str, dict[str, Any], str, str]] = [
         "must be a region AWS has",
     ),
     (
-        "region: 'cn-north-1' for the lab",
-        {"region": "cn-north-1"},
+        "region: 'us-gov-west-1' for the lab",
+        {"region": "us-gov-west-1"},
         "region",
         "must be a region the lab can hold",
     ),

@@ -317,8 +317,9 @@ def _check_region(region: str, backend: Any) -> None:
         )
     if backend != "lab" or region in regions.lab_regions():
         return
-    if partition != regions.LAB_PARTITION:
-        why = f"it is in partition {partition}, and the lab keeps IAM in partition aws"
+    if partition not in regions.LAB_PARTITIONS:
+        held = " and ".join(regions.LAB_PARTITIONS)
+        why = f"it is in partition {partition}, and the lab holds partitions {held}"
     else:
         why = "botocore has no ECS, DynamoDB, CloudWatch Logs or EC2 endpoint there yet"
     raise ParameterError(

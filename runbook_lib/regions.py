@@ -7,10 +7,13 @@
 - moto builds a regional backend only for the regions botocore has an endpoint for
   (``AccountSpecificBackend.regions`` = ``get_available_regions(service, partition)``, read from
   ``endpoints.json``); any other region raises ``KeyError`` inside moto. The lab seeds EC2,
-  DynamoDB, CloudWatch Logs and ECS in its region and keeps IAM and STS under the ``aws``
-  partition (moto keeps IAM per partition: AWS-FACTS §11), so it holds the ``aws`` partition's
-  regions where all four have an endpoint. ``endpoints.json`` is read as data here: no botocore
-  session is built, and nothing is imported for the aws backend.
+  DynamoDB, CloudWatch Logs and ECS in its region, and IAM and STS in the region's partition
+  (moto keeps IAM per partition, and answers ``arn:aws-cn:`` ARNs in ``cn-*``: AWS-FACTS §11;
+  the lab makes every ARN of its own in the region's partition too). So it holds the regions
+  of :data:`LAB_PARTITIONS` where all four have an endpoint (``cn-north-1`` and
+  ``cn-northwest-1`` among them: the ``aws-cn`` scenario plays one end to end).
+  ``endpoints.json`` is read as data here: no botocore session is built, and nothing is
+  imported for the aws backend.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from importlib import resources
 
 from runbook_lib.partitions import PARTITIONS
 
-#: The partition the lab's IAM and STS live in.
+#: The partitions the lab holds. aws-us-gov and the isolated partitions are left out: botocore
+#: lists their endpoints, but nothing the lab or its tests play was ever checked there.
+LAB_PARTITIONS = ("aws", "aws-cn")
+#: The partition of the lab's default region.
 LAB_PARTITION = "aws"
 #: The regional services the lab seeds in its region (runbook_lib/lab/backends.py).
 LAB_REGIONAL_SERVICES = ("ec2", "dynamodb", "logs", "ecs")
@@ -60,15 +66,20 @@ def _endpoint_regions() -> dict[str, dict[str, frozenset[str]]]:
 
 @lru_cache(maxsize=1)
 def lab_regions() -> frozenset[str]:
-    """The regions the embedded lab can hold."""
-    held = set(partition_regions(LAB_PARTITION))
-    for service in LAB_REGIONAL_SERVICES:
-        held &= service_regions(service)
+    """The regions the embedded lab can hold: in each of :data:`LAB_PARTITIONS`, the regions
+    where EC2, DynamoDB, CloudWatch Logs and ECS all have an endpoint."""
+    held: set[str] = set()
+    for partition in LAB_PARTITIONS:
+        here = set(partition_regions(partition))
+        for service in LAB_REGIONAL_SERVICES:
+            here &= service_regions(service, partition)
+        held |= here
     return frozenset(held)
 
 
 __all__ = [
     "LAB_PARTITION",
+    "LAB_PARTITIONS",
     "LAB_REGIONAL_SERVICES",
     "aws_regions",
     "lab_regions",

@@ -217,8 +217,11 @@ def test_a_well_formed_region_aws_does_not_have_is_refused_for_both_backends() -
 @pytest.mark.parametrize(
     ("region", "why"),
     [
-        ("cn-north-1", "it is in partition aws-cn, and the lab keeps IAM in partition aws"),
-        ("us-gov-west-1", "it is in partition aws-us-gov"),
+        (
+            "us-gov-west-1",
+            "it is in partition aws-us-gov, and the lab holds partitions aws and aws-cn",
+        ),
+        ("us-gov-east-1", "it is in partition aws-us-gov"),
     ],
 )
 def test_a_real_region_the_lab_cannot_hold_is_refused_for_the_lab_only(
@@ -232,19 +235,29 @@ def test_a_real_region_the_lab_cannot_hold_is_refused_for_the_lab_only(
 
 def test_the_lab_regions_are_the_regions_moto_builds_for_the_labs_services() -> None:
     """moto's AccountSpecificBackend.regions (botocore's get_available_regions per partition)
-    for EC2, DynamoDB, Logs and ECS, in the aws partition: exactly what the lab accepts."""
+    for EC2, DynamoDB, Logs and ECS, in the aws and aws-cn partitions: exactly what the lab
+    accepts."""
     from moto.backends import get_backend
 
     from runbook_lib import regions
 
-    aws = regions.partition_regions("aws")
-    held = set(aws)
-    for service in regions.LAB_REGIONAL_SERVICES:
-        moto_regions = set(get_backend(service)["123456789012"].regions)  # type: ignore[call-overload]
-        assert regions.service_regions(service) == moto_regions & aws
-        held &= moto_regions
+    held: set[str] = set()
+    for partition in ("aws", "aws-cn"):
+        listed = regions.partition_regions(partition)
+        here = set(listed)
+        for service in regions.LAB_REGIONAL_SERVICES:
+            moto_regions = set(get_backend(service)["123456789012"].regions)  # type: ignore[call-overload]
+            assert regions.service_regions(service, partition) == moto_regions & listed
+            here &= moto_regions
+        held |= here
     assert regions.lab_regions() == held
-    assert {"us-west-2", "us-east-1", "eu-west-1"} <= held
+    assert {"us-west-2", "us-east-1", "eu-west-1", "cn-north-1", "cn-northwest-1"} <= held
+
+
+def test_the_lab_takes_the_aws_cn_regions() -> None:
+    """The lab makes every ARN in its region's partition (the aws-cn scenario runs end to end)."""
+    for region in ("cn-north-1", "cn-northwest-1"):
+        assert Params.from_mapping({"region": region}).region == region
 
 
 def test_a_region_only_announced_is_refused_for_both_backends() -> None:
