@@ -60,7 +60,8 @@ def _trust_policy(role_arn: str) -> dict[str, Any] | None:
     if len(parts) < 6 or not parts[4].isdigit():
         return None
     try:
-        iam = get_backend("iam")[parts[4]]["global"]
+        # moto keeps IAM per partition (AWS-FACTS §11): the role's ARN names it.
+        iam = get_backend("iam")[parts[4]][parts[1]]
         role = iam.get_role_by_arn(role_arn)
     except (NotFoundException, KeyError):
         return None
@@ -81,7 +82,8 @@ def trusts(policy: dict[str, Any] | None, caller_account: str, caller_role_arn: 
     """
     if policy is None:
         return False
-    names = {"*", caller_account, f"arn:aws:iam::{caller_account}:root", caller_role_arn}
+    partition = caller_role_arn.split(":")[1] if caller_role_arn.count(":") >= 5 else "aws"
+    names = {"*", caller_account, f"arn:{partition}:iam::{caller_account}:root", caller_role_arn}
     allowed = False
     statements = policy.get("Statement") or []
     for st in statements if isinstance(statements, list) else [statements]:

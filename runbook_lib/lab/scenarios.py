@@ -42,7 +42,8 @@ _READ_ONLY = (
 
 
 class Api:
-    """What a scenario's set-up may use: boto3 clients on the lab, as a user would make them,
+    """What a scenario's set-up may use: boto3 clients on the lab, as a user would make them
+    (in an organization's member, through the role ``role_arn`` the management account assumes),
     the workshop's names, and a wait that lets the lab's time pass until something holds."""
 
     def __init__(
@@ -51,6 +52,7 @@ class Api:
         region: str,
         params: Any,
         until: Callable[[str, Callable[[], bool]], None],
+        role_arn: str | None = None,
     ) -> None:
         import boto3
 
@@ -61,6 +63,18 @@ class Api:
             aws_secret_access_key=LAB_SECRET_KEY,
             region_name=region,
         )
+        if role_arn:
+            # An organization's member: its management account's way in (AssumeRole, as the
+            # organization's admin would; the keys act in the role's account).
+            creds = session.client("sts", endpoint_url=endpoint_url).assume_role(
+                RoleArn=role_arn, RoleSessionName="lab-scenario"
+            )["Credentials"]
+            session = boto3.Session(
+                aws_access_key_id=creds["AccessKeyId"],
+                aws_secret_access_key=creds["SecretAccessKey"],
+                aws_session_token=creds["SessionToken"],
+                region_name=region,
+            )
         self._session: Any = session
         self._endpoint_url = endpoint_url
         self._clients: dict[str, Any] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from runbook_lib.lab.backends import Backends
 from runbook_lib.lab.moto_patches import register_aws_managed_policy
@@ -83,7 +84,6 @@ class Seeded:
 def seed_workshop(backends: Backends, params: Params) -> Seeded:
     """Write the broken workshop state into the (empty) backends; caller holds MOTO_LOCK."""
     region = params.region
-    partition = partition_for_region(region)
     ec2 = backends.ec2
     vpc = ec2.create_vpc("10.0.0.0/16")
     # moto behaviour: run_task (awsvpc) reads the ENI's private DNS name, which moto only sets
@@ -119,22 +119,7 @@ def seed_workshop(backends: Backends, params: Params) -> Seeded:
     iam.attach_role_policy(
         register_aws_managed_policy(iam, EXECUTION_POLICY), params.execution_role
     )
-    account_root = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:{partition}:iam::{params.lab_account_id}:root"},
-                "Action": ["sts:AssumeRole", "sts:TagSession"],
-            }
-        ],
-    }
-    participant = iam.create_role(
-        PARTICIPANT_ROLE, json.dumps(account_root), "/", None, "Workshop participant", [], None
-    )
-    iam.attach_role_policy(
-        register_aws_managed_policy(iam, "AdministratorAccess"), PARTICIPANT_ROLE
-    )
+    participant_arn, participant_user_id = seed_participant(iam, params)
 
     backends.dynamodb.create_table(
         params.table,
@@ -198,12 +183,36 @@ def seed_workshop(backends: Backends, params: Params) -> Seeded:
         execution_role_arn=exec_role.arn,
         task_definition_arn=tdef.arn,
         service_arn=service.arn,
-        participant_arn=(
-            f"arn:{partition}:sts::{params.lab_account_id}:assumed-role/{PARTICIPANT_ROLE}/"
-            f"{PARTICIPANT_SESSION}"
-        ),
-        participant_user_id=f"{participant.id}:{PARTICIPANT_SESSION}",
+        participant_arn=participant_arn,
+        participant_user_id=participant_user_id,
     )
+
+
+def seed_participant(iam: Any, params: Params) -> tuple[str, str]:
+    """The learner's role (Workshop Studio's participant role, ``AdministratorAccess``, trusted
+    by its own account); returns the assumed-role ARN and user id the lab's keys act as."""
+    partition = partition_for_region(params.region)
+    account_root = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:{partition}:iam::{params.lab_account_id}:root"},
+                "Action": ["sts:AssumeRole", "sts:TagSession"],
+            }
+        ],
+    }
+    participant = iam.create_role(
+        PARTICIPANT_ROLE, json.dumps(account_root), "/", None, "Workshop participant", [], None
+    )
+    iam.attach_role_policy(
+        register_aws_managed_policy(iam, "AdministratorAccess"), PARTICIPANT_ROLE
+    )
+    arn = (
+        f"arn:{partition}:sts::{params.lab_account_id}:assumed-role/{PARTICIPANT_ROLE}/"
+        f"{PARTICIPANT_SESSION}"
+    )
+    return arn, f"{participant.id}:{PARTICIPANT_SESSION}"
 
 
 def carts_container(params: Params) -> dict[str, object]:

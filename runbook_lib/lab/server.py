@@ -5,7 +5,9 @@ The wrapper (:class:`LabApp`)
 - serves the lab's control routes under ``/_lab/`` (``POST /_lab/reset``, ``GET /_lab/state``,
   ``POST /_lab/faults`` with a JSON body of knobs);
 - tells moto which account answers (the ``x-moto-account-id`` header, so the hosting process's
-  environment stays untouched);
+  environment stays untouched): the account of the request's keys, so that credentials issued
+  by AssumeRole keep the account of their role, and the lab's own keys act in the lab's
+  account (an organization's management account; AWS-FACTS §11);
 - answers a share of calls with the service's throttling error when the knob says so;
 - answers an action moto does not implement with HTTP 501 ``NotImplemented`` in the service's
   error shape (a client sees a ClientError it can handle, not an HTML page);
@@ -36,7 +38,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from runbook_lib.lab.backends import MOTO_LOCK
-from runbook_lib.lab.errors import LabConfigError, PortInUse
+from runbook_lib.lab.errors import LabConfigError, LabError, PortInUse
 from runbook_lib.lab.faults import THROTTLED_SERVICES, ErrorResponse, throttling_error
 from runbook_lib.lab.guard import browser_refusal, control_refusal
 from runbook_lib.regions import aws_regions
@@ -49,7 +51,6 @@ Request = socket.socket | tuple[bytes, socket.socket]
 class Controls(Protocol):
     """What the control routes drive (the :class:`~runbook_lib.lab.Lab`)."""
 
-    account_id: str
     #: The per-lab secret the control routes want in the ``X-Lab-Token`` header.
     token: str
 
@@ -57,11 +58,13 @@ class Controls(Protocol):
 
     def state(self) -> dict[str, Any]: ...
 
-    def set_faults(self, **knobs: Any) -> Any: ...
+    def set_faults(self, account: str | None = None, **knobs: Any) -> Any: ...
 
-    def after_request(self, service: str, operation: str) -> None: ...
+    def account_for(self, access_key: str) -> str: ...
 
-    def throttle_now(self) -> bool: ...
+    def after_request(self, account: str, service: str, operation: str) -> None: ...
+
+    def throttle_now(self, account: str) -> bool: ...
 
     def request_id(self) -> str: ...
 
@@ -72,6 +75,15 @@ def signing_service(environ: dict[str, Any]) -> str:
     try:
         scope = auth.split("Credential=", 1)[1].split(",", 1)[0]
         return scope.split("/")[3].lower()
+    except IndexError:
+        return ""
+
+
+def signing_key(environ: dict[str, Any]) -> str:
+    """The access key id a SigV4-signed request was signed with (its credential), or ``""``."""
+    auth = str(environ.get("HTTP_AUTHORIZATION", ""))
+    try:
+        return auth.split("Credential=", 1)[1].split("/", 1)[0].strip()
     except IndexError:
         return ""
 
@@ -205,9 +217,10 @@ class LabApp:
             # AWS refuses a credential scoped to a region it does not have, for every service
             # (global ones too); moto would answer IAM and STS, and 500 the regional services.
             return _send_shaped(start_response, region_error(service, region))
-        environ["HTTP_X_MOTO_ACCOUNT_ID"] = self.controls.account_id
+        account = self.controls.account_for(signing_key(environ))
+        environ["HTTP_X_MOTO_ACCOUNT_ID"] = account
         operation = query_action(environ) if service in QUERY_SERVICES else json_operation(environ)
-        if service in THROTTLED_SERVICES and self.controls.throttle_now():
+        if service in THROTTLED_SERVICES and self.controls.throttle_now(account):
             error = throttling_error(service, operation, self.controls.request_id())
             if error is not None:
                 return _send(start_response, error)
@@ -226,7 +239,7 @@ class LabApp:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
-            self.controls.after_request(service, operation)
+            self.controls.after_request(account, service, operation)
         status, headers, exc_info = captured
         # moto (flask-cors) allows any origin; the lab allows none (AWS-FACTS §11).
         kept = [(k, v) for k, v in headers if not k.lower().startswith("access-control-")]
@@ -249,9 +262,13 @@ class LabApp:
                 return _json(start_response, 200, {"reset": True, **self.controls.state()})
             if path == "/_lab/faults" and method in ("POST", "PUT"):
                 knobs = _read_json(environ)
-                faults = self.controls.set_faults(**knobs)
+                # "account": one member of an organization (default: every member).
+                account = knobs.pop("account", None)
+                if account is not None and not isinstance(account, str):
+                    raise ValueError("'account' is a 12-digit account id")
+                faults = self.controls.set_faults(account, **knobs)
                 return _json(start_response, 200, {"faults": faults.as_dict()})
-        except LabConfigError as exc:
+        except (LabConfigError, LabError) as exc:
             return _json(start_response, 400, {"error": str(exc)})
         except (ValueError, TypeError) as exc:
             return _json(start_response, 400, {"error": f"bad request: {exc}"})
