@@ -106,6 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
         + "; ".join(f"{s.name}: {s.account}" for s in SCENARIOS.values() if s.name != DEFAULT),
     )
     serve.add_argument(
+        "--accounts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hold an organization of N member accounts (1 to 100) in this one lab: the keys "
+        "printed act in its management account, and assuming "
+        "arn:aws:iam::<account>:role/OrganizationAccountAccessRole reaches a member. The "
+        "members play a realistic mix: most the workshop's broken account, some already "
+        "fixed (step-done), one each of execution-role, permissions-boundary and "
+        "circuit-breaker (see 'state')",
+    )
+    serve.add_argument(
         "--stale-reads",
         type=float,
         default=0.0,
@@ -177,7 +189,10 @@ def serve(args: argparse.Namespace) -> int:
         )
         if not 0 <= args.port <= 65535:
             raise LabError(f"--port must be from 0 to 65535; got {args.port}")
-        lab = Lab.start(params, config, port=args.port)
+        if args.accounts:
+            lab = _start_organization(args, params, config)
+        else:
+            lab = Lab.start(params, config, port=args.port)
     except (ParameterError, LabError) as exc:
         _fail(str(exc).rstrip("."))
     try:
@@ -185,12 +200,27 @@ def serve(args: argparse.Namespace) -> int:
         for key in EXPORT_ORDER:
             print(f"export {key}={shlex.quote(env[key])}")
         sys.stdout.flush()
-        print(
-            f"lab: serving account {lab.account_id} ({lab.region}) at {lab.endpoint_url}, "
-            f"scenario {args.scenario}, time scale {args.time_scale:g}; Ctrl-C stops it",
-            file=sys.stderr,
-            flush=True,
-        )
+        if lab.management is not None:
+            for member in lab.members.values():
+                print(
+                    f"lab: account {member.account_id} ({member.region}, scenario "
+                    f"{member.config.scenario}): assume {lab.role_arn(member.account_id)}",
+                    file=sys.stderr,
+                )
+            print(
+                f"lab: serving an organization of {len(lab.members)} accounts at "
+                f"{lab.endpoint_url}; the keys act in its management account "
+                f"{lab.management}, time scale {args.time_scale:g}; Ctrl-C stops it",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            print(
+                f"lab: serving account {lab.account_id} ({lab.region}) at {lab.endpoint_url}, "
+                f"scenario {args.scenario}, time scale {args.time_scale:g}; Ctrl-C stops it",
+                file=sys.stderr,
+                flush=True,
+            )
         while not stop.wait(0.2):
             pass
     except BrokenPipeError:
@@ -198,6 +228,26 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         lab.stop()
     return 0
+
+
+def _start_organization(args: argparse.Namespace, params: Any, config: Any) -> Any:
+    """``serve --accounts N``: the organization of :func:`runbook_lib.lab.organization.mix`."""
+    from runbook_lib.lab import Lab
+    from runbook_lib.lab.organization import MAX_ACCOUNTS, mix
+
+    if not 1 <= args.accounts <= MAX_ACCOUNTS:
+        raise LabError(f"--accounts must be from 1 to {MAX_ACCOUNTS}; got {args.accounts}")
+    if args.scenario != DEFAULT:
+        raise LabError(
+            "--scenario chooses the state of a one-account lab; --accounts plays a mix of "
+            "scenarios, one per account (see --help)"
+        )
+    return Lab.start_organization(
+        mix(args.accounts, params, args.seed),
+        config,
+        port=args.port,
+        management=params.lab_account_id,
+    )
 
 
 def control(command: str, endpoint: str | None, token: str | None = None) -> int:

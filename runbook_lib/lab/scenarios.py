@@ -319,6 +319,45 @@ def sidecar(api: Api) -> None:
     api.until("two tasks with the sidecar to fail", stopped_of(api, arn, 2))
 
 
+def step_done(api: Api) -> None:
+    """The learner already did step 3.2: ``CartsDynamoPolicy``, as the workshop's heredoc
+    writes it (``aws iam put-role-policy``), is on the task role, and carts runs HEALTHY under a
+    COMPLETED deployment (WORKSHOP.md, step 3.2; bc:ecs ``Deployment.rolloutState``)."""
+    from runbook_lib.policy import render_policy
+
+    p = api.params
+    policy = render_policy(p, p.lab_account_id)
+    api.iam.put_role_policy(
+        RoleName=p.task_role, PolicyName=policy.name, PolicyDocument=policy.text
+    )
+
+    def healthy_and_completed() -> bool:
+        service = api.service()
+        primary = service["deployments"][0]
+        return bool(primary.get("rolloutState") == "COMPLETED" and service["runningCount"] >= 1)
+
+    api.until("carts to run HEALTHY and its deployment to complete", healthy_and_completed)
+
+
+def execution_role(api: Api) -> None:
+    """The execution role lost ``AmazonECSTaskExecutionRolePolicy`` (detached): the awslogs
+    driver may not create the task's log stream, so every task stops before carts runs with
+    ``TaskFailedToStart`` and "ResourceInitializationError: failed to validate logger args"
+    (ECS Developer Guide: task_execution_IAM_role.html, "the awslogs log driver requires
+    logs:CreateLogStream and logs:PutLogEvents"; stopped-task-error-codes.html). No task-role
+    policy helps."""
+    from runbook_lib.partitions import partition_for_region
+
+    p = api.params
+    managed = (
+        f"arn:{partition_for_region(p.region)}:iam::aws:policy/service-role/"
+        "AmazonECSTaskExecutionRolePolicy"
+    )
+    api.iam.detach_role_policy(RoleName=p.execution_role, PolicyArn=managed)
+    arn = api.service()["taskDefinition"]
+    api.until("two tasks to fail to start", stopped_of(api, arn, 2))
+
+
 # --- the registry ------------------------------------------------------------------------------
 
 
@@ -365,6 +404,22 @@ SCENARIOS: dict[str, Scenario] = {
             already_fixed,
         ),
         Scenario(
+            "step-done",
+            "the learner already did step 3.2: CartsDynamoPolicy is on the task role; carts "
+            "HEALTHY, COMPLETED",
+            "find the policy it would write already there: write nothing, report carts running",
+            "WORKSHOP.md, step 3.2; bc:ecs Deployment.rolloutState",
+            step_done,
+        ),
+        Scenario(
+            "execution-role",
+            "the execution role lost AmazonECSTaskExecutionRolePolicy: tasks fail to start "
+            "(ResourceInitializationError, the log stream denied)",
+            "name the execution role as the cause and write nothing to the task role",
+            "ECS Developer Guide: task_execution_IAM_role.html, stopped-task-error-codes.html",
+            execution_role,
+        ),
+        Scenario(
             "permissions-boundary",
             f"a permissions boundary ({BOUNDARY_POLICY}) on the task role allows no DynamoDB",
             "stop before writing, naming the boundary and what would fix it",
@@ -405,6 +460,13 @@ SCENARIOS: dict[str, Scenario] = {
             "retry reads for a bounded time before calling a mismatch; rollback verified",
             "IAM User Guide: troubleshoot_general.html#troubleshoot_general_eventual-consistency",
             faults={"stale_reads_s": 10.0},
+        ),
+        Scenario(
+            "slow-propagation",
+            "IAM changes reach the running carts app only 2,000 s after they are written",
+            "write the policy, then wait for carts within timeout_s (or time out, saying why)",
+            "IAM User Guide: troubleshoot_general.html#troubleshoot_general_eventual-consistency",
+            faults={"propagation_delay_s": 2000.0},
         ),
         Scenario(
             "sidecar",
