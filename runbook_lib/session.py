@@ -39,10 +39,6 @@ LAB_SECRET_KEY = "lab"
 #: while the runbook waits, so a run's history is the same on every machine: the golden notebook).
 LAB_CLOCK_ENV = "RUNBOOK_LAB_CLOCK"
 
-#: Which state a lab started in the kernel holds (a fleet's lab targets: see
-#: :mod:`runbook_lib.lab.fleet_states`); empty: the workshop's broken account.
-LAB_STATE_ENV = "RUNBOOK_LAB_SCENARIO"
-
 
 class RunClock(Protocol):
     """What the runbook keeps time by: AWS's time (epoch seconds), a monotonic reading, a sleep."""
@@ -162,12 +158,9 @@ def connect(params: Params, *, on_lab_start: Callable[[Any], None] | None = None
     if params.is_lab:
         if endpoint is None:
             from runbook_lib.lab import Lab, LabConfig
-            from runbook_lib.lab.fleet_states import enter_state, state_config
 
-            state = os.environ.get(LAB_STATE_ENV, "")
-            lab = Lab.start(params, state_config(state, LabConfig(clock=lab_clock())))
+            lab = Lab.start(params, LabConfig(clock=lab_clock()))
             atexit.register(_stop_at_exit, lab)
-            enter_state(lab, state)
             endpoint = lab.endpoint_url
             if on_lab_start is not None:
                 on_lab_start(lab)

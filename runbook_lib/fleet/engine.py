@@ -37,6 +37,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from runbook_lib.fleet import lab as fleet_lab
 from runbook_lib.fleet import records
 from runbook_lib.fleet.records import RECORD
 from runbook_lib.fleet.summary import (
@@ -235,12 +236,13 @@ def dask_client(options: Options, n_targets: int) -> Iterator[tuple[Any, int]]:
         cluster.close()
 
 
-def check_workers(client: Any, out: Path, token: str) -> None:
-    """Every worker sees ``out`` at the same path and has the project: else one sentence."""
+def check_workers(client: Any, out: Path, token: str, lab_url: str = "") -> None:
+    """Every worker sees ``out`` at the same path, has the project, and reaches the fleet's lab
+    (``lab_url``, when it runs one): else one sentence."""
     from runbook_lib.fleet.worker import check_worker
 
     try:
-        answers = client.run(check_worker, str(out), token)
+        answers = client.run(check_worker, str(out), token, lab_url)
     except ImportError as exc:
         raise FleetUsageError(
             f"the Dask workers cannot import {exc.name}; install the project on them."
@@ -311,6 +313,8 @@ class Fleet:
         self._target_of: dict[str, Target] = {}  # key -> target
         self._order = {t.name: i for i, t in enumerate(targets.targets)}
         self._client: Any = None
+        #: The lab the lab targets share (:mod:`runbook_lib.fleet.lab`), once started.
+        self.lab: Any = None
         self._stopper: Stopper | None = None
         self._bar: Any = None
 
@@ -377,7 +381,7 @@ class Fleet:
         self.attempts[t.name] += 1
         job = Job(
             target=t.name,
-            parameters=t.params.public_dict(),
+            parameters=fleet_lab.run_parameters(t, self.lab),
             lab_scenario=t.lab_scenario,
             parameters_sha256=t.parameters_sha256,
             folder=str(self.out / t.name),
@@ -556,6 +560,17 @@ class Fleet:
         return [self.rows.get(t.name) or self._unfinished_row(t) for t in self.targets.targets]
 
 
+def _start_lab(to_run: list[Target]) -> Any:
+    """The fleet's lab for the lab targets to run (None without any); one sentence if it
+    cannot start."""
+    from runbook_lib.lab.errors import LabError
+
+    try:
+        return fleet_lab.start(to_run)
+    except LabError as exc:
+        raise FleetUsageError(f"cannot start the fleet's lab: {str(exc).rstrip('.')}.") from None
+
+
 def run_fleet(targets: FleetTargets, options: Options) -> FleetResult:
     """Run every target of ``targets`` and write the summary into ``options.out``.
 
@@ -573,10 +588,13 @@ def run_fleet(targets: FleetTargets, options: Options) -> FleetResult:
     to_run = fleet.plan()
     workers = 0
     interrupted = False
+    lab_seen: dict[str, Any] | None = None
     try:
         if to_run:
+            fleet.lab = _start_lab(to_run)
+            lab_seen = fleet_lab.describe(fleet.lab)
             with dask_client(options, len(to_run)) as (client, workers):
-                check_workers(client, out, token)
+                check_workers(client, out, token, fleet.lab.endpoint_url if fleet.lab else "")
                 fleet.run(client, to_run)
                 interrupted = bool(fleet._stopper and fleet._stopper.stopping)
     except KeyboardInterrupt:
@@ -589,6 +607,8 @@ def run_fleet(targets: FleetTargets, options: Options) -> FleetResult:
                 out.rmdir()
         raise
     finally:
+        if fleet.lab is not None:
+            fleet.lab.stop()
         (out / CONTROL_FILE).unlink(missing_ok=True)
     rows = fleet.ordered_rows()
     seconds = time.monotonic() - t0
@@ -601,6 +621,7 @@ def run_fleet(targets: FleetTargets, options: Options) -> FleetResult:
         "scheduler": options.scheduler or "embedded LocalCluster",
         "interrupted": interrupted,
         "counts": counts_line(rows),
+        "lab": lab_seen,
     }
     write_json(rows, out / SUMMARY_JSON, meta)
     write_csv(rows, out / SUMMARY_CSV)

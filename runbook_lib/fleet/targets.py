@@ -14,10 +14,16 @@
         assume_role_arn: arn:aws:iam::444455556666:role/OrganizationAccountAccessRole
 
 A target's parameters are ``defaults`` overridden by its own keys, validated by the same contract
-as a single run (:class:`~runbook_lib.params.Params`). Besides the runbook's parameters a target
-(or ``defaults``) may set ``lab_scenario``: which state the lab a lab target starts in its kernel
-holds (``already-fixed``, ``execution-role``, ...; see :mod:`runbook_lib.lab.fleet_states`). It is
-a key of the targets file, not a runbook parameter: a real account is in whatever state it is in.
+as a single run (:class:`~runbook_lib.params.Params`).
+
+Lab targets (backend ``lab``, no ``endpoint_url``) are accounts of one lab the fleet starts: an
+organization whose member accounts are theirs (:mod:`runbook_lib.fleet.lab`). Besides the
+runbook's parameters such a target (or ``defaults``) may set ``lab_scenario``: the state its
+account holds, a scenario the lab plays (``workshop``, the default; ``step-done``,
+``execution-role``, ``permissions-boundary``, ``circuit-breaker``, ...: see
+:data:`runbook_lib.lab.scenarios.SCENARIOS`, the one list of lab states, which ``python -m
+runbook_lib.lab serve --scenario`` takes too). It is a key of the targets file, not a runbook
+parameter: a real account is in whatever state it is in.
 
 Every mistake is one sentence naming the file, the target and the parameter; the first one found
 stops the command (exit 2) before any target runs. Nothing here imports boto3, Dask or the lab
@@ -82,10 +88,21 @@ class Target:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     @property
+    def in_fleet_lab(self) -> bool:
+        """Whether the target's account is one of the lab the fleet starts (backend ``lab``,
+        no ``endpoint_url``)."""
+        return self.params.is_lab and not self.params.endpoint_url
+
+    @property
+    def scenario(self) -> str:
+        """The lab scenario its account plays in the fleet's lab."""
+        return self.lab_scenario or "workshop"
+
+    @property
     def account(self) -> str:
         """The account the target names (``account_id``, else its role's), or ""."""
         p = self.params
-        if p.is_lab and not p.endpoint_url:
+        if self.in_fleet_lab:
             return p.lab_account_id
         return p.account_id or role_account(p.assume_role_arn)
 
@@ -98,8 +115,8 @@ class Target:
         credentials decide it (the profile).
         """
         p = self.params
-        if p.is_lab and not p.endpoint_url:
-            return f"lab in the kernel of {self.name}"
+        if self.in_fleet_lab:
+            return f"the fleet's lab {self.account}"
         where = p.endpoint_url or "aws"
         who = self.account or f"profile {p.profile or '(default chain)'}"
         return f"{where} {who}"
@@ -107,6 +124,8 @@ class Target:
     @property
     def region_key(self) -> str:
         """What shares AWS's per-region API rates with this target (the per-region bound)."""
+        if self.in_fleet_lab:
+            return f"the fleet's lab {self.params.region}"
         return f"{self.params.endpoint_url or 'aws'} {self.params.region}"
 
 
@@ -227,7 +246,7 @@ def _target(
     ):
         raise TargetsError(
             f"targets file {where!r}, target {name!r}: 'lab_scenario' chooses the state of the "
-            "lab a target starts in its kernel (backend 'lab', empty 'endpoint_url'); got "
+            "target's account in the lab the fleet starts (backend 'lab', empty 'endpoint_url'); got "
             f"{scenario!r} for backend {params.backend!r}"
             + (f" and endpoint_url {params.endpoint_url!r}" if params.endpoint_url else "")
             + ".",
@@ -253,20 +272,80 @@ def _check_key(key: Any, where: str, owner: str, allow_name: bool) -> None:
         )
 
 
-def _check_scenarios(targets: list[Target], where: str) -> None:
-    named = [t for t in targets if t.lab_scenario]
-    if not named:
-        return
-    from runbook_lib.lab.fleet_states import LAB_STATES  # imports the lab: lab targets only
+#: What decides a lab account's world: two targets in one account of the fleet's lab must agree.
+WORLD_KEYS = (
+    "region",
+    "cluster",
+    "service",
+    "task_role",
+    "execution_role",
+    "table",
+    "index",
+)
 
-    for t in named:
-        if t.lab_scenario not in LAB_STATES:
+
+def _check_scenarios(targets: list[Target], where: str) -> None:
+    """The lab targets' scenarios are the lab's; targets sharing an account of the fleet's lab
+    ask for the same world; all of them are in one partition (an organization is)."""
+    named = [t for t in targets if t.lab_scenario]
+    if named:
+        from runbook_lib.lab.scenarios import SCENARIOS  # the lab's names: lab targets only
+
+        for t in named:
+            if t.lab_scenario not in SCENARIOS:
+                raise TargetsError(
+                    f"targets file {where!r}, target {t.name!r}: 'lab_scenario' must be one of "
+                    f"{', '.join(SCENARIOS)}; got {t.lab_scenario!r}.",
+                    t.name,
+                    "lab_scenario",
+                )
+    from runbook_lib.partitions import partition_for_region
+
+    first: dict[str, Target] = {}
+    partition: tuple[str, Target] | None = None
+    for t in targets:
+        if not t.in_fleet_lab:
+            continue
+        here = partition_for_region(_scenario_region(t))
+        if partition is None:
+            partition = (here, t)
+        elif here != partition[0]:
             raise TargetsError(
-                f"targets file {where!r}, target {t.name!r}: 'lab_scenario' must be one of "
-                f"{', '.join(LAB_STATES)}; got {t.lab_scenario!r}.",
+                f"targets file {where!r}, target {t.name!r}: its region is in partition "
+                f"{here} but target {partition[1].name!r}'s is in {partition[0]}; the lab "
+                "targets are accounts of one organization, which is in one partition.",
                 t.name,
-                "lab_scenario",
+                "region",
             )
+        other = first.setdefault(t.account, t)
+        if other is t:
+            continue
+        differ = [k for k in WORLD_KEYS if getattr(t.params, k) != getattr(other.params, k)]
+        if t.scenario != other.scenario:
+            differ.append("lab_scenario")
+        if differ:
+            raise TargetsError(
+                f"targets file {where!r}, target {t.name!r}: it is in lab account {t.account} "
+                f"with target {other.name!r} but its {differ[0]!r} differs; one lab account "
+                "holds one workshop: give the targets of an account the same "
+                f"{', '.join(differ)}, or this one another 'account_id'.",
+                t.name,
+                differ[0],
+            )
+
+
+def _scenario_region(t: Target) -> str:
+    """The region the target's account is in: the scenario's when it needs another partition
+    (aws-cn), as the lab moves it (:func:`runbook_lib.lab.lab.in_scenario_region`)."""
+    if not t.lab_scenario:
+        return t.params.region
+    from runbook_lib.lab.scenarios import scenario
+    from runbook_lib.partitions import partition_for_region
+
+    wanted = scenario(t.lab_scenario).region
+    if wanted is None or partition_for_region(wanted) == partition_for_region(t.params.region):
+        return t.params.region
+    return wanted
 
 
 def _read(path: Path) -> Any:

@@ -5,8 +5,8 @@ of :mod:`runbook_lib.cli` (``execute`` with its step progress, the HTML written 
 exits, the scan of every output for credentials) into ``DIR/<target>/``, then adds the fleet's
 part to the record. Around that it does what only the process that runs the target can do:
 
-- one target at a time per worker process (a run's record path and the lab's state reach the
-  kernel through the process's environment);
+- one target at a time per worker process (a run's record path reaches the kernel through the
+  process's environment);
 - a second attempt after a lost worker only when the record allows it
   (:func:`runbook_lib.fleet.records.retry_allowed`), whoever starts it: the fleet, or a Dask
   scheduler that reschedules the tasks of a worker that died; the first attempt's files are
@@ -54,7 +54,7 @@ STOP_NOW = "now"
 POLL_S = 0.25
 
 # One run per worker process: ``execute`` hands the record path to the kernel through the
-# process's environment, and the lab's state too.
+# process's environment.
 _ONE_RUN = threading.Lock()
 
 
@@ -63,6 +63,8 @@ class Job:
     """What a worker needs to run one target (plain values: it travels to the worker)."""
 
     target: str
+    #: The run's parameters: the target's, and for a target in the fleet's lab, the lab's
+    #: endpoint and the role its run assumes there (:mod:`runbook_lib.fleet.lab`).
     parameters: dict[str, Any]
     lab_scenario: str
     parameters_sha256: str
@@ -168,15 +170,10 @@ def _execute(job: Job, folder: Path) -> tuple[str | None, str | None, list[str]]
     """Run the notebook as ``carts-runbook run`` does; returns (the failure, the step it was
     stopped before, the credential leaks found)."""
     from runbook_lib import shipped
-    from runbook_lib.session import LAB_STATE_ENV
 
     nb_path, html_path, record_path = folder / NOTEBOOK, folder / HTML, folder / RECORD
     for stale in (nb_path, html_path, record_path, folder / cli.KERNEL_LOG):
         stale.unlink(missing_ok=True)
-    if job.lab_scenario:
-        os.environ[LAB_STATE_ENV] = job.lab_scenario
-    else:
-        os.environ.pop(LAB_STATE_ENV, None)
     log = io.StringIO()
     html = cli.HtmlWriter()
     # The single run's interrupt logic, without its SIGINT handler (a worker thread has none):
@@ -416,9 +413,10 @@ def _worker_name() -> str:
         return f"pid {os.getpid()}"
 
 
-def check_worker(folder: str, token: str) -> str:
+def check_worker(folder: str, token: str, lab_url: str = "") -> str:
     """Run on every worker before the fleet starts: "" when this worker can run targets, else
-    why not (it cannot see DIR at the same path, or cannot import the runbook's dependencies)."""
+    why not (it cannot see DIR at the same path, cannot import the runbook's dependencies, or
+    cannot reach the fleet's lab at ``lab_url``, which listens on this machine's loopback)."""
     try:
         seen = (Path(folder) / ".fleet-run").read_text(encoding="utf-8")
     except OSError:
@@ -431,4 +429,16 @@ def check_worker(folder: str, token: str) -> str:
         from runbook_lib import cli  # noqa: F401
     except ImportError as exc:
         return f"cannot import {exc.name} (install the project on the workers)"
+    if lab_url:
+        from urllib.parse import urlsplit
+
+        where = urlsplit(lab_url)
+        try:
+            with socket.create_connection((where.hostname or "", where.port or 80), timeout=5):
+                pass
+        except OSError as exc:
+            return (
+                f"cannot reach the fleet's lab at {lab_url} ({exc.strerror or exc}); the lab "
+                "listens on the fleet command's machine only: run a lab fleet's workers there"
+            )
     return ""

@@ -1,0 +1,79 @@
+"""The one lab a fleet's lab targets share: an organization whose member accounts are theirs.
+
+Lab targets (backend ``lab``, no ``endpoint_url``) do not start a lab each in their kernel: the
+command starts one lab before Dask (:meth:`runbook_lib.lab.Lab.start_organization`), with one
+member account per account the targets name, each in the scenario its targets' ``lab_scenario``
+names. Each target's run then reaches its account as an organization's admin reaches a member
+account on AWS: the lab's keys (the management account's) assume
+``arn:aws:iam::<account>:role/OrganizationAccountAccessRole`` (or the target's own
+``assume_role_arn``) at the lab's endpoint. A target's settings hash (``--resume``) is of the
+targets file's parameters, not of the endpoint a run was given.
+
+The lab listens on 127.0.0.1 only: the workers of a ``--scheduler`` cluster must run on this
+machine to reach it (:func:`runbook_lib.fleet.worker.check_worker` checks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace as with_changes
+from typing import Any
+
+from runbook_lib.fleet.targets import Target
+from runbook_lib.params import LAB_DEFAULT_ACCOUNT, Params
+
+#: The management account's id: moto's default, unless a target's account is that one.
+MANAGEMENT_ACCOUNTS = (LAB_DEFAULT_ACCOUNT, "999999999999")
+
+
+def members(targets: list[Target]) -> list[tuple[Params, str]]:
+    """One ``(params, scenario)`` per account the lab targets name, in the targets' order."""
+    seen: dict[str, tuple[Params, str]] = {}
+    for t in targets:
+        if t.in_fleet_lab and t.account not in seen:
+            params = with_changes(t.params, account_id=t.account, assume_role_arn="")
+            seen[t.account] = (params, t.scenario)
+    return list(seen.values())
+
+
+def start(targets: list[Target]) -> Any:
+    """Start the fleet's lab for the lab targets among ``targets`` (None when there are none).
+
+    The lab runs on the wall clock at the pace a lab in a kernel runs at
+    (:data:`~runbook_lib.lab.TEST_TIME_SCALE`), in this process, until :func:`stop`.
+    """
+    found = members(targets)
+    if not found:
+        return None
+    from runbook_lib.lab import TEST_TIME_SCALE, Lab, LabConfig
+
+    accounts = {p.lab_account_id for p, _ in found}
+    management = next(a for a in MANAGEMENT_ACCOUNTS if a not in accounts)
+    config = LabConfig(time_scale=TEST_TIME_SCALE, clock="real")
+    return Lab.start_organization(found, config, management=management)
+
+
+def run_parameters(target: Target, lab: Any) -> dict[str, Any]:
+    """The parameters of ``target``'s run: its own, and in the fleet's lab its endpoint and the
+    role that reaches its account (the target's ``assume_role_arn``, else the organization's)."""
+    values = target.params.public_dict()
+    if lab is None or not target.in_fleet_lab:
+        return values
+    member = lab.account(target.account)
+    values["endpoint_url"] = lab.endpoint_url
+    values["account_id"] = target.account
+    values["region"] = member.region  # a scenario's own partition moves it (aws-cn)
+    if not values.get("assume_role_arn"):
+        values["assume_role_arn"] = lab.role_arn(target.account)
+    return values
+
+
+def describe(lab: Any) -> dict[str, Any] | None:
+    """What the summary says of the fleet's lab: where it served, its management account, and
+    each member account's scenario."""
+    if lab is None:
+        return None
+    return {
+        "endpoint_url": lab.endpoint_url,
+        "management_account": lab.management,
+        "accounts": {a.account_id: a.config.scenario for a in lab.members.values()},
+    }
