@@ -1,5 +1,5 @@
-"""A lab fleet on the embedded Dask cluster, run as a facilitator runs it: nine accounts in
-mixed states, each target's kernel starting its own lab; a worker killed mid-run; Ctrl-C and
+"""A lab fleet on the embedded Dask cluster, run as a facilitator runs it: eleven accounts in
+mixed states, all in the one lab the command starts; a worker killed mid-run; Ctrl-C and
 ``--resume``."""
 
 from __future__ import annotations
@@ -48,13 +48,23 @@ def lab_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ran]:
 
 
 def test_every_row_is_as_expected_and_every_account_matches_its_row(lab_fleet: Ran) -> None:
-    assert lab_fleet.done.returncode == 1, lab_fleet.done.stderr[-3000:]  # three targets failed
+    assert lab_fleet.done.returncode == 1, lab_fleet.done.stderr[-3000:]  # five targets failed
     check_lab_fleet(lab_fleet.out)
     data = summary(lab_fleet.out)
     assert data["workers"] == 2 and data["scheduler"] == "embedded LocalCluster"
     assert data["counts"] == (
-        "9 targets: 3 fixed, 1 already fixed, 1 rolled back, 1 planned, 3 failed"
+        "11 targets: 3 fixed, 1 already fixed, 1 rolled back, 1 planned, 5 failed"
     )
+    lab = data["lab"]
+    assert lab["management_account"] == "123456789012" and len(lab["accounts"]) == 11
+    assert lab["accounts"]["111111111104"]["scenario"] == "execution-role"
+
+
+def test_the_command_prints_only_its_own_lines(lab_fleet: Ran) -> None:
+    """Nothing on the terminal that the command did not write itself: no kernel's warning, no
+    Dask or lab log line."""
+    for line in lab_fleet.done.stderr.splitlines():
+        assert line.startswith("carts-runbook fleet: "), line
 
 
 def test_the_summary_files_and_the_table_at_the_end(lab_fleet: Ran) -> None:
@@ -74,7 +84,7 @@ def test_the_summary_files_and_the_table_at_the_end(lab_fleet: Ran) -> None:
     for name, want in EXPECTED.items():
         line = next(line for line in table if line.startswith(name + " "))
         assert want.outcome in line
-    assert "9 targets: 3 fixed" in done.stdout
+    assert "11 targets: 3 fixed" in done.stdout
     assert "team-07: at connect: RoleNotAssumed" in done.stdout
 
 

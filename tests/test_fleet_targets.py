@@ -73,9 +73,11 @@ def test_the_settings_hash_changes_with_any_parameter_or_scenario() -> None:
 
 
 def test_throttling_keys_name_what_shares_aws_rates() -> None:
-    own_lab = Target("a", Params(account_id="111111111111"))
-    assert own_lab.account == "111111111111"
-    assert own_lab.account_key != Target("b", Params(account_id="111111111111")).account_key
+    in_lab = Target("a", Params(account_id="111111111111"))
+    assert in_lab.account == "111111111111"
+    # Two targets in one account of the fleet's lab share that account's rates.
+    assert in_lab.account_key == Target("b", Params(account_id="111111111111")).account_key
+    assert in_lab.account_key != Target("b", Params(account_id="111111111112")).account_key
     arn = ARN.format("111122223333")
     aws_a = Target("a", Params(backend="aws", assume_role_arn=arn))
     aws_b = Target("b", Params(backend="aws", account_id="111122223333", region="eu-west-1"))
@@ -144,13 +146,13 @@ BAD = [
     ),
     (
         "targets:\n  - name: a\n    backend: aws\n    lab_scenario: already-fixed\n",
-        "target 'a': 'lab_scenario' chooses the state of the lab",
+        "target 'a': 'lab_scenario' chooses the state of the target's account in the lab",
         "a",
         "lab_scenario",
     ),
     (
         "targets:\n  - name: a\n    lab_scenario: on-fire\n",
-        "target 'a': 'lab_scenario' must be one of workshop, already-fixed",
+        "target 'a': 'lab_scenario' must be one of workshop, no-health-check",
         "a",
         "lab_scenario",
     ),
@@ -158,6 +160,27 @@ BAD = [
         "targets:\n  - name: a\n    region: us-west-2\n    region: eu-west-1\n",
         "twice",
         None,
+        "region",
+    ),
+    (
+        "targets:\n  - name: a\n    account_id: '111111111101'\n"
+        "  - name: b\n    account_id: '111111111101'\n    region: eu-west-1\n",
+        "it is in lab account 111111111101 with target 'a' but its 'region' differs",
+        "b",
+        "region",
+    ),
+    (
+        "targets:\n  - name: a\n    account_id: '111111111101'\n"
+        "  - name: b\n    account_id: '111111111101'\n    lab_scenario: step-done\n",
+        "one lab account holds one workshop",
+        "b",
+        "lab_scenario",
+    ),
+    (
+        "targets:\n  - name: a\n    account_id: '111111111101'\n"
+        "  - name: b\n    account_id: '111111111102'\n    region: cn-north-1\n",
+        "which is in one partition",
+        "b",
         "region",
     ),
     ("targets: [name: a\n", "is not valid YAML at line", None, "--targets"),
@@ -195,7 +218,15 @@ def test_apply_on_aws_needs_the_command_s_apply_flag(tmp_path: Path) -> None:
 
 def test_the_example_targets_files_are_valid() -> None:
     lab = load_targets(ROOT / "params" / "fleet" / "lab.example.yaml")
-    assert len(lab) == 9 and all(t.params.is_lab for t in lab.targets)
+    assert len(lab) == 11 and all(t.in_fleet_lab for t in lab.targets)
+    assert {t.scenario for t in lab.targets} == {
+        "workshop",
+        "step-done",
+        "execution-role",
+        "slow-propagation",
+        "permissions-boundary",
+        "circuit-breaker",
+    }
     aws = load_targets(ROOT / "params" / "fleet" / "aws.example.yaml")
     assert all(not t.params.is_lab and not t.params.writes for t in aws.targets)  # plan only
 
@@ -267,3 +298,28 @@ def test_the_command_line_is_checked_before_anything_runs() -> None:
         with pytest.raises(SystemExit) as exit_:
             parser.parse_args(["fleet", "--targets", "t.yaml", "--out", "o", *bad])
         assert exit_.value.code == 2
+
+
+def test_lab_targets_of_one_account_with_the_same_world_share_it(tmp_path: Path) -> None:
+    """Two runs in one lab account (a plan, then another scope) are one member of the lab."""
+    from runbook_lib.fleet.lab import members
+
+    path = write(
+        tmp_path,
+        "targets:\n  - name: a\n    account_id: '111111111101'\n    apply: false\n"
+        "  - name: b\n    account_id: '111111111101'\n  - name: c\n"
+        "    assume_role_arn: arn:aws:iam::111111111102:role/OrganizationAccountAccessRole\n"
+        "    lab_scenario: circuit-breaker\n",
+    )
+    targets = load_targets(path).targets
+    assert [t.account_key for t in targets] == [
+        "the fleet's lab 111111111101",
+        "the fleet's lab 111111111101",
+        "the fleet's lab 111111111102",
+    ]
+    found = members(list(targets))
+    assert [(p.account_id, s) for p, s in found] == [
+        ("111111111101", "workshop"),
+        ("111111111102", "circuit-breaker"),
+    ]
+    assert all(not p.assume_role_arn for p, _ in found)

@@ -592,7 +592,6 @@ def run_fleet(targets: FleetTargets, options: Options) -> FleetResult:
     try:
         if to_run:
             fleet.lab = _start_lab(to_run)
-            lab_seen = fleet_lab.describe(fleet.lab)
             with dask_client(options, len(to_run)) as (client, workers):
                 check_workers(client, out, token, fleet.lab.endpoint_url if fleet.lab else "")
                 fleet.run(client, to_run)
@@ -608,6 +607,7 @@ def run_fleet(targets: FleetTargets, options: Options) -> FleetResult:
         raise
     finally:
         if fleet.lab is not None:
+            lab_seen = fleet_lab.describe(fleet.lab)
             fleet.lab.stop()
         (out / CONTROL_FILE).unlink(missing_ok=True)
     rows = fleet.ordered_rows()

@@ -68,12 +68,27 @@ def run_parameters(target: Target, lab: Any) -> dict[str, Any]:
 
 
 def describe(lab: Any) -> dict[str, Any] | None:
-    """What the summary says of the fleet's lab: where it served, its management account, and
-    each member account's scenario."""
+    """What the summary says of the fleet's lab, read when the last target has ended: where it
+    served, its management account, and each member account as the lab holds it then (its
+    scenario, the task role's policies and boundary, carts' service, and the IAM and ECS writes
+    clients sent there)."""
     if lab is None:
         return None
+    state = lab.state()
+    keep = (
+        "scenario",
+        "region",
+        "task_role_policies",
+        "task_role_boundary",
+        "service",
+        "iam_writes",
+        "ecs_writes",
+    )
     return {
         "endpoint_url": lab.endpoint_url,
         "management_account": lab.management,
-        "accounts": {a.account_id: a.config.scenario for a in lab.members.values()},
+        "shape_errors": state["shape_errors"],
+        "accounts": {
+            a["account_id"]: {k: a.get(k) for k in keep} for a in state.get("accounts", [])
+        },
     }

@@ -46,19 +46,26 @@ def run_summary_notebook(out: Path, notebook: str = NOTEBOOK) -> None:
     from nbconvert import HTMLExporter
 
     from runbook_lib import shipped
-    from runbook_lib.kernel import KERNEL_NAME
+    from runbook_lib.kernel import KERNEL_NAME, Kernel
 
     executed = out / SUMMARY_NOTEBOOK
-    with shipped.shipped_path(notebook) as source:
-        pm.execute_notebook(
-            str(source),
-            str(executed),
-            parameters={"summary": str(out / SUMMARY_JSON)},
-            kernel_name=KERNEL_NAME,
-            progress_bar=False,
-            cwd=str(out),
-            execution_timeout=TIMEOUT_S,
-        )
+    # The runbook's own private kernel (IPC in a folder of its own, its output kept apart): a
+    # kernel papermill starts itself listens on TCP and warns about it on the command's stderr.
+    kernel = Kernel(out)
+    try:
+        with shipped.shipped_path(notebook) as source:
+            pm.execute_notebook(
+                str(source),
+                str(executed),
+                parameters={"summary": str(out / SUMMARY_JSON)},
+                kernel_name=KERNEL_NAME,
+                progress_bar=False,
+                cwd=str(out),
+                execution_timeout=TIMEOUT_S,
+                km=kernel.manager,
+            )
+    finally:
+        kernel.shut_down()
     nb = nbformat.read(str(executed), as_version=4)
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True)
     exporter.exclude_output_prompt = True
