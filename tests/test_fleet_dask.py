@@ -180,6 +180,7 @@ def test_a_worker_killed_under_a_dask_cluster_is_run_again_by_its_scheduler(
     row = rows_by_target(out)["slow"]
     # This scheduler allows failures (Dask's default): it ran the task again itself, and the
     # worker function applied the fleet's rule (the write had landed, so once more).
-    assert (row["outcome"], row["attempts"]) == ("fixed", 2)
+    # (in the same lab account: the second run finds the first one's write there.)
+    assert (row["outcome"], row["attempts"]) == ("already fixed", 2)
     first = read_json(out / "slow" / "attempt-1" / RECORD)
     assert first is not None and first["outcome"] == "worker lost" and first["undo"]
