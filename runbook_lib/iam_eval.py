@@ -55,6 +55,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from runbook_lib.access_denied import PolicyType, advise_denial, format_access_denied
@@ -463,6 +464,24 @@ def _named(policies: Policies) -> list[tuple[str, Document]]:
 
 
 def _parse_document(
+    name: str, doc: Any, ptype: PolicyType = PolicyType.IDENTITY, level: int | None = None
+) -> list[_Statement]:
+    if isinstance(doc, str):
+        return list(_parse_text(name, doc, ptype, level))
+    return _parse_any(name, doc, ptype, level)
+
+
+@lru_cache(maxsize=1024)
+def _parse_text(
+    name: str, doc: str, ptype: PolicyType, level: int | None
+) -> tuple[_Statement, ...]:
+    """A policy given as JSON text, parsed once: statements are frozen, and a caller that
+    decides many requests against the same policies (the lab's carts app, a role's every call)
+    would otherwise parse the same text each time. A document that fails raises each time."""
+    return tuple(_parse_any(name, doc, ptype, level))
+
+
+def _parse_any(
     name: str, doc: Any, ptype: PolicyType = PolicyType.IDENTITY, level: int | None = None
 ) -> list[_Statement]:
     policy, name = name, _label(name, ptype, level)

@@ -48,7 +48,7 @@ def start(targets: list[Target]) -> Any:
 
     accounts = {p.lab_account_id for p, _ in found}
     management = next(a for a in MANAGEMENT_ACCOUNTS if a not in accounts)
-    config = LabConfig(time_scale=TEST_TIME_SCALE, clock="real")
+    config = LabConfig(time_scale=float(__import__("os").environ.get("XSCALE", TEST_TIME_SCALE)), clock="real")
     return Lab.start_organization(found, config, management=management)
 
 
