@@ -147,7 +147,7 @@ def test_a_worker_killed_after_the_write_landed_is_run_again_once(tmp_path: Path
         text=True,
     )
     try:
-        # "slow" waits in its watch for IAM to propagate (2,000 simulated seconds): its write has
+        # "slow" waits in its watch for IAM to propagate (500 simulated seconds): its write has
         # landed (the record says so), its worker is busy, and then it dies.
         wait_until(
             "the write of target 'slow' to land",

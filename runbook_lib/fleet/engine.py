@@ -560,13 +560,13 @@ class Fleet:
         return [self.rows.get(t.name) or self._unfinished_row(t) for t in self.targets.targets]
 
 
-def _start_lab(to_run: list[Target]) -> Any:
-    """The fleet's lab for the lab targets to run (None without any); one sentence if it
-    cannot start."""
+def _lab_started(starting: Any) -> Any:
+    """The fleet's lab for the lab targets to run (None without any), once started; one
+    sentence if it cannot start."""
     from runbook_lib.lab.errors import LabError
 
     try:
-        return fleet_lab.start(to_run)
+        return starting.result()
     except LabError as exc:
         raise FleetUsageError(f"cannot start the fleet's lab: {str(exc).rstrip('.')}.") from None
 
@@ -589,10 +589,11 @@ def run_fleet(targets: FleetTargets, options: Options) -> FleetResult:
     workers = 0
     interrupted = False
     lab_seen: dict[str, Any] | None = None
+    starting = fleet_lab.Starting(to_run) if to_run else None
     try:
         if to_run:
-            fleet.lab = _start_lab(to_run)
             with dask_client(options, len(to_run)) as (client, workers):
+                fleet.lab = _lab_started(starting)
                 check_workers(client, out, token, fleet.lab.endpoint_url if fleet.lab else "")
                 fleet.run(client, to_run)
                 interrupted = bool(fleet._stopper and fleet._stopper.stopping)
@@ -608,7 +609,8 @@ def run_fleet(targets: FleetTargets, options: Options) -> FleetResult:
     finally:
         if fleet.lab is not None:
             lab_seen = fleet_lab.describe(fleet.lab)
-            fleet.lab.stop()
+        if starting is not None:
+            starting.stop()
         (out / CONTROL_FILE).unlink(missing_ok=True)
     rows = fleet.ordered_rows()
     seconds = time.monotonic() - t0

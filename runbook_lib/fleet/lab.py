@@ -15,11 +15,19 @@ machine to reach it (:func:`runbook_lib.fleet.worker.check_worker` checks).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace as with_changes
 from typing import Any
 
 from runbook_lib.fleet.targets import Target
 from runbook_lib.params import LAB_DEFAULT_ACCOUNT, Params
+
+#: Real seconds per simulated second of the fleet's lab. Each account plays its own processes
+#: all along (carts failing and replaced, a fixed carts serving a shopper every 4 simulated
+#: seconds), whoever is running: at a lab in a kernel's pace (0.005) sixteen accounts take about
+#: half a core, at 0.02 (the pace of ``make scenarios``' labs) a sixth, for a watch that waits
+#: about 2 s longer per target, idle (BENCHMARKS.md, the fleet).
+FLEET_TIME_SCALE = 0.02
 
 #: The management account's id: moto's default, unless a target's account is that one.
 MANAGEMENT_ACCOUNTS = (LAB_DEFAULT_ACCOUNT, "999999999999")
@@ -38,18 +46,50 @@ def members(targets: list[Target]) -> list[tuple[Params, str]]:
 def start(targets: list[Target]) -> Any:
     """Start the fleet's lab for the lab targets among ``targets`` (None when there are none).
 
-    The lab runs on the wall clock at the pace a lab in a kernel runs at
-    (:data:`~runbook_lib.lab.TEST_TIME_SCALE`), in this process, until :func:`stop`.
+    The lab runs on the wall clock at :data:`FLEET_TIME_SCALE`, in this process, until it is
+    stopped.
     """
     found = members(targets)
     if not found:
         return None
-    from runbook_lib.lab import TEST_TIME_SCALE, Lab, LabConfig
+    from runbook_lib.lab import Lab, LabConfig
 
     accounts = {p.lab_account_id for p, _ in found}
     management = next(a for a in MANAGEMENT_ACCOUNTS if a not in accounts)
-    config = LabConfig(time_scale=float(__import__("os").environ.get("XSCALE", TEST_TIME_SCALE)), clock="real")
+    config = LabConfig(time_scale=FLEET_TIME_SCALE, clock="real")
     return Lab.start_organization(found, config, management=management)
+
+
+class Starting:
+    """:func:`start` in a thread: the lab seeds its accounts while the Dask cluster starts (both
+    take a few seconds of CPU, in different processes). :meth:`result` waits for it;
+    :meth:`stop` stops it however the fleet ends."""
+
+    def __init__(self, targets: list[Target]) -> None:
+        self._lab: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(targets,), name="fleet-lab-start", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, targets: list[Target]) -> None:
+        try:
+            self._lab = start(targets)
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def result(self) -> Any:
+        """The started lab (None without lab targets); re-raises what stopped its start."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._lab
+
+    def stop(self) -> None:
+        self._thread.join()
+        if self._lab is not None:
+            self._lab.stop()
 
 
 def run_parameters(target: Target, lab: Any) -> dict[str, Any]:

@@ -463,10 +463,10 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "slow-propagation",
-            "IAM changes reach the running carts app only 2,000 s after they are written",
+            "IAM changes reach the running carts app only 500 s after they are written",
             "write the policy, then wait for carts within timeout_s (or time out, saying why)",
             "IAM User Guide: troubleshoot_general.html#troubleshoot_general_eventual-consistency",
-            faults={"propagation_delay_s": 2000.0},
+            faults={"propagation_delay_s": 500.0},
         ),
         Scenario(
             "sidecar",
