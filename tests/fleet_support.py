@@ -159,6 +159,7 @@ def check_lab_accounts(out: Path) -> None:
         if name not in ran:
             continue
         held = lab["accounts"][rows[name]["account"]]
+        assert held["process_errors"] == [], (name, held)
         policies, service = held["task_role_policies"], held["service"]
         assert ("CartsDynamoPolicy" in policies) == (want.outcome in HOLDS_POLICY or want.undo), (
             name,

@@ -123,6 +123,7 @@ def describe(lab: Any) -> dict[str, Any] | None:
         "service",
         "iam_writes",
         "ecs_writes",
+        "process_errors",
     )
     return {
         "endpoint_url": lab.endpoint_url,

@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--accounts",
         type=int,
-        default=0,
+        default=None,
         metavar="N",
         help="hold an organization of N member accounts (1 to 100) in this one lab: the keys "
         "printed act in its management account, and assuming "
@@ -189,7 +189,7 @@ def serve(args: argparse.Namespace) -> int:
         )
         if not 0 <= args.port <= 65535:
             raise LabError(f"--port must be from 0 to 65535; got {args.port}")
-        if args.accounts:
+        if args.accounts is not None:
             lab = _start_organization(args, params, config)
         else:
             lab = Lab.start(params, config, port=args.port)
