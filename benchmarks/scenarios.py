@@ -154,6 +154,24 @@ EXPECTATIONS: dict[str, Expect] = {
             and r.iam_writes == ["PutRolePolicy", "DeleteRolePolicy"]
         ),
     ),
+    # the policy it would write is there: nothing written, carts reported running
+    "step-done": Expect(
+        (),
+        lambda r: (
+            r.exit == 0
+            and r.failed_step is None
+            and r.cause == "healthy"
+            and r.iam_writes == []
+            and r.ecs_writes == []
+        ),
+    ),
+    # the execution role named as the cause; nothing written to the task role
+    "execution-role": Expect(
+        (),
+        lambda r: r.exit != 0 and r.cause == "execution-role" and r.iam_writes == [],
+    ),
+    # the policy written, carts running once IAM reached it, within the watch's bound
+    "slow-propagation": Expect((), lambda r: r.fixed and r.iam_writes == ["PutRolePolicy"]),
     # the essential container named in the task definition read, not the first one
     "sidecar": Expect(
         (),

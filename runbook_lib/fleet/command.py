@@ -96,7 +96,7 @@ def _positive(text: str) -> int:
 
 def cmd_fleet(args: argparse.Namespace) -> int:
     from runbook_lib.fleet.engine import FleetUsageError, Options, run_fleet
-    from runbook_lib.fleet.report import render
+    from runbook_lib.fleet.report import Warm, render
     from runbook_lib.fleet.summary import SUMMARY_HTML, counts_line, text_table
     from runbook_lib.fleet.targets import TargetsError, load_targets
 
@@ -118,6 +118,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         f"carts-runbook fleet: {len(targets)} targets from {args.targets} on {where}",
         file=sys.stderr,
     )
+    warm = Warm(out.resolve())
     options = Options(
         out=out,
         workers=args.workers,
@@ -126,13 +127,18 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         per_account=args.per_account,
         per_region=args.per_region,
         progress=not args.no_progress,
+        on_all_submitted=warm.start,
     )
     try:
         result = run_fleet(targets, options)
     except FleetUsageError as exc:
+        warm.close()
         print(f"carts-runbook fleet: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    problem = render(out.resolve(), result.rows)
+    except BaseException:
+        warm.close()
+        raise
+    problem = render(out.resolve(), result.rows, warm=warm)
     print(file=sys.stderr)
     print(text_table(result.rows))
     print()

@@ -83,6 +83,8 @@ class Options:
     per_account: int = 1
     per_region: int = 0
     progress: bool = True
+    #: Called once when no target is left to submit (the last ones run): the summary's warm-up.
+    on_all_submitted: Callable[[], None] | None = None
 
 
 @dataclass
@@ -376,6 +378,8 @@ class Fleet:
             if self.bounds.fits(t):
                 pending.remove(t)
                 self._submit(t, ac)
+        if not pending and self.options.on_all_submitted is not None:
+            self.options.on_all_submitted()
 
     def _submit(self, t: Target, ac: Any) -> None:
         self.attempts[t.name] += 1
