@@ -34,3 +34,13 @@ class WrongCause(RunbookError):
 
 class WatchTimeout(RunbookError):
     """No carts task reached a settled RUNNING state in time."""
+
+
+class StepOrder(RunbookError):
+    """A cell ran before the cells it needs (or after one that ends what it could do); the
+    message names the cell to run. Nothing was written."""
+
+
+class PlanOutOfDate(RunbookError):
+    """IAM changed between the plan and the write: nothing was written; the plan must be made
+    again (the new diff is shown with the error)."""

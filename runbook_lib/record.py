@@ -1,8 +1,11 @@
 """The run record: what the run saw, decided and did, as JSON beside the output notebook.
 
-Saved after every step, so a run that fails half-way still leaves a record that says what it
-wrote and the command that undoes it. Nothing secret goes in: parameters hold none, and
-:func:`check_no_secrets` refuses anything shaped like an AWS key before writing.
+Saved after every step, and before every write is sent (with the undo and the document the write
+replaces), so a run that fails or is killed half-way still leaves a record that says what it may
+have written and the command that undoes it. :func:`earlier_records` finds the records of the
+runs before this one, where a later run looks for a half-done write. Nothing secret goes in:
+parameters hold none, and :func:`check_no_secrets` refuses anything shaped like an AWS key
+before writing.
 """
 
 from __future__ import annotations
@@ -65,24 +68,40 @@ class RunRecord:
 
     @classmethod
     def create(cls, path: str | Path | None = None) -> RunRecord:
-        target = Path(path or os.environ.get(RECORD_ENV) or DEFAULT_RECORD)
-        rec = cls(target)
+        where = Path(path or os.environ.get(RECORD_ENV) or DEFAULT_RECORD)
+        rec = cls(where)
+        now = datetime.now(UTC)
         rec.data = {
             "runbook": "fix-iam-permissions",
-            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "run_id": run_id_of(where),
+            "started_at": now.isoformat(timespec="seconds"),
+            "started_epoch": now.timestamp(),
             "outcome": "in progress",
             "failed_step": None,
             "error": None,
             "undo": None,
+            "target": None,
+            "writes": [],
             "steps": {},
             "timings_s": {},
         }
         return rec
 
+    def writes(self, writes: list[dict[str, Any]], undo: str | None) -> None:
+        """Every write of the run with its state, and the command that undoes them, saved now:
+        called before a write is sent, so the undo is on disk whatever happens next."""
+        self.data["writes"] = writes
+        self.data["undo"] = undo
+        self.save()
+
     def step(self, name: str, payload: dict[str, Any], seconds: float) -> None:
         self.data["steps"][name] = payload
         self.data["timings_s"][name] = round(seconds, 3)
         self.save()
+
+    @property
+    def finished(self) -> bool:
+        return self.data.get("outcome") not in ("in progress", "failed", "interrupted")
 
     def fail(self, step: str, error: BaseException, undo: str | None) -> None:
         self.data["outcome"] = "failed"
@@ -91,8 +110,10 @@ class RunRecord:
         self.data["undo"] = undo
         self.save()
 
-    def finish(self, outcome: str, undo: str | None = None) -> None:
-        self.data["outcome"] = outcome
+    def finish(self, outcome: str | None, undo: str | None = None) -> None:
+        """Close the record with ``outcome`` (None: keep the failure it holds)."""
+        if outcome is not None:
+            self.data["outcome"] = outcome
         self.data["undo"] = undo
         self.data["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         self.data["elapsed_s"] = round(time.monotonic() - self._t0, 3)
@@ -109,3 +130,53 @@ class RunRecord:
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(self.path)
         return self.path
+
+
+# --- earlier runs ---------------------------------------------------------------------------------
+
+#: A run's folder under ``--out``: its UTC start time, then a random suffix (``history.py``).
+_RUN_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-z]+")
+
+
+def run_id_of(record_path: Path) -> str | None:
+    """The run id of a record kept in a run's own folder (``OUT/<run id>/…``), else None."""
+    name = record_path.parent.name
+    return name if _RUN_ID.fullmatch(name) else None
+
+
+def earlier_records(record_path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The records of the runs that started before this one under the same ``--out``, newest
+    first, as (run id, record). The one place that knows where runs keep their records.
+
+    Empty when this record is not in a run's own folder (then no history is kept beside it). A
+    record that cannot be read (a run killed while writing it leaves only the previous complete
+    one, thanks to the atomic save) is skipped.
+    """
+    mine = run_id_of(record_path)
+    if mine is None:
+        return []
+    out = record_path.parent.parent
+    here = _read(record_path)
+    my_start = float(here.get("started_epoch") or 0.0) if here else float("inf")
+    found: list[tuple[tuple[str, float], str, dict[str, Any]]] = []
+    for folder in out.iterdir():
+        if folder.name == mine or folder.is_symlink() or not _RUN_ID.fullmatch(folder.name):
+            continue
+        data = _read(folder / record_path.name)
+        if not data:
+            continue
+        started = float(data.get("started_epoch") or 0.0)
+        stamp = folder.name.split("-", 1)[0]
+        if (stamp, started) > (mine.split("-", 1)[0], my_start):
+            continue  # a run that started after this one
+        found.append(((stamp, started), folder.name, data))
+    found.sort(key=lambda item: (item[0], item[1]), reverse=True)
+    return [(run_id, data) for _, run_id, data in found]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -31,7 +31,7 @@ from helpers import (
     wait_for,
 )
 
-from runbook_lib.iam import Plan
+from runbook_lib.plan import Plan
 from runbook_lib.lab import Lab
 from runbook_lib.params import LAB_DEFAULT_ACCOUNT, Params
 from runbook_lib.policy import render_policy, same_policy
