@@ -7,12 +7,18 @@ customer index as soon as it is ready, then in normal running ``Query`` (index) 
 This list drives three things that must agree: the least-privilege policy
 (:mod:`runbook_lib.policy`), the preflight check in the runbook, and the lab's simulated carts
 app (:mod:`runbook_lib.lab`).
+
+ARNs carry the region's partition (:func:`runbook_lib.partitions.partition_for_region`):
+``arn:aws-cn:dynamodb:cn-north-1:...`` in China, ``arn:aws-us-gov:...`` in GovCloud. A region no
+partition holds raises :class:`runbook_lib.partitions.UnknownRegion`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+from runbook_lib.partitions import arn
 
 Target = Literal["table", "index"]
 
@@ -46,18 +52,22 @@ STARTUP_CALL: CartsCall = CARTS_CALLS[0]
 STARTUP_CUSTOMER_ID = "test"
 
 
-def table_arn(region: str, account_id: str, table: str) -> str:
-    """ARN of a DynamoDB table.
+def table_arn(region: str, account_id: str, table: str, *, partition: str | None = None) -> str:
+    """ARN of a DynamoDB table, in the region's partition unless ``partition`` is given.
 
     >>> table_arn("us-west-2", "123456789012", "retail-store-ecs-carts")
     'arn:aws:dynamodb:us-west-2:123456789012:table/retail-store-ecs-carts'
+    >>> table_arn("cn-north-1", "123456789012", "carts")
+    'arn:aws-cn:dynamodb:cn-north-1:123456789012:table/carts'
     """
-    return f"arn:aws:dynamodb:{region}:{account_id}:table/{table}"
+    return arn("dynamodb", region, account_id, f"table/{table}", partition=partition)
 
 
-def index_arn(region: str, account_id: str, table: str, index: str) -> str:
+def index_arn(
+    region: str, account_id: str, table: str, index: str, *, partition: str | None = None
+) -> str:
     """ARN of a table's secondary index (what IAM sees for ``Query`` on an index)."""
-    return f"{table_arn(region, account_id, table)}/index/{index}"
+    return f"{table_arn(region, account_id, table, partition=partition)}/index/{index}"
 
 
 def resource_for(call: CartsCall, region: str, account_id: str, table: str, index: str) -> str:

@@ -1,4 +1,13 @@
-"""Policy documents: render the carts policy, normalise, hash, diff and lint documents. Pure."""
+"""Policy documents: render the carts policy, normalise, hash, diff and lint documents. Pure.
+
+Partitions: every ARN rendered here carries the region's partition
+(:func:`runbook_lib.partitions.partition_for_region`). The workshop's heredoc writes
+``arn:aws:`` literally; in another partition a learner must write ``arn:aws-cn:`` (China) or
+``arn:aws-us-gov:`` (GovCloud) instead, or the policy matches nothing there. So the workshop
+scope renders the heredoc byte for byte with one change outside the ``aws`` partition: its
+``arn:aws:`` becomes ``arn:<partition>:`` (see :func:`workshop_policy_text`). :func:`lint` calls
+an ARN whose partition is not the region's an error.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +23,12 @@ from typing import Any
 
 from runbook_lib.carts import CARTS_CALLS, index_arn, table_arn
 from runbook_lib.params import Params
+from runbook_lib.partitions import UnknownRegion, partition_for_region
 from runbook_lib.shows import Shows
 
 #: The workshop's heredoc, exactly as the learner types it (``$AWS_REGION``/``$ACCOUNT_ID`` are
-#: filled by the shell). Rendering it byte for byte keeps the notebook and the terminal in step.
+#: filled by the shell). Rendering it byte for byte keeps the notebook and the terminal in step;
+#: outside the ``aws`` partition only its ``arn:aws:`` changes (see :func:`workshop_policy_text`).
 WORKSHOP_POLICY_TEMPLATE = """\
 {
     "Version": "2012-10-17",
@@ -41,9 +52,24 @@ POLICY_FILE = "carts-dynamodb-policy.json"
 INLINE_POLICY_QUOTA = 10_240
 
 
-def workshop_policy_text(region: str, account_id: str) -> str:
-    """The seed's policy file, as the heredoc writes it (empty values stay empty, like a shell)."""
-    return Template(WORKSHOP_POLICY_TEMPLATE).substitute(AWS_REGION=region, ACCOUNT_ID=account_id)
+def workshop_policy_text(region: str, account_id: str, *, partition: str | None = None) -> str:
+    """The seed's policy file, as the heredoc writes it (empty values stay empty, like a shell).
+
+    In the ``aws`` partition the text is the heredoc's byte for byte. In another partition
+    (``partition``, else the region's) the one ``arn:aws:`` becomes ``arn:<partition>:``, the
+    edit a learner there must make: the heredoc's ARN would match nothing in ``aws-cn``. An empty
+    region (an unset ``$AWS_REGION``) keeps the heredoc's ``arn:aws:``.
+
+    >>> '"arn:aws-cn:dynamodb:cn-north-1:123456789012:table/*"' in workshop_policy_text(
+    ...     "cn-north-1", "123456789012")
+    True
+    """
+    text = Template(WORKSHOP_POLICY_TEMPLATE).substitute(AWS_REGION=region, ACCOUNT_ID=account_id)
+    if partition is None:
+        partition = partition_for_region(region) if region else "aws"
+    if partition != "aws":
+        text = text.replace('"arn:aws:dynamodb:', f'"arn:{partition}:dynamodb:', 1)
+    return text
 
 
 def least_privilege_document(
@@ -239,6 +265,30 @@ class LintReport(Shows):
         return f"<p>Lint:</p><ul>{items}</ul>"
 
 
+def _partition_findings(
+    statement: dict[str, Any], partition: str, region: str, where: str
+) -> list[Finding]:
+    """An error for each ARN (Resource or NotResource) in another partition than ``region``'s:
+    IAM compares the partition like any other text, so such an ARN matches nothing."""
+    out: list[Finding] = []
+    for key in ("Resource", "NotResource"):
+        values = statement.get(key, [])
+        for value in [values] if isinstance(values, str) else values:
+            if not isinstance(value, str) or not value.startswith("arn:"):
+                continue
+            part = value.split(":", 2)[1]
+            if "*" in part or "?" in part or part == partition:
+                continue
+            out.append(
+                Finding(
+                    "error",
+                    f"{where}: {key} {value!r} is in partition {part!r}, but region {region} is "
+                    f"in {partition!r}: write arn:{partition}: or it matches nothing.",
+                )
+            )
+    return out
+
+
 _DDB_ARN = re.compile(
     r"^arn:(?P<part>[^:]*):dynamodb:(?P<region>[^:]*):(?P<account>[^:]*):(?P<rest>.*)$"
 )
@@ -256,6 +306,11 @@ def lint(
     """
     d = parse_document(doc)
     findings: list[Finding] = []
+    try:
+        partition: str | None = partition_for_region(params.region)
+    except UnknownRegion as exc:
+        partition = None
+        findings.append(Finding("error", f"{exc}, so no ARN can be checked against it."))
     statements = d.get("Statement", [])
     if isinstance(statements, dict):
         statements = [statements]
@@ -265,6 +320,8 @@ def lint(
         resources = st.get("Resource", [])
         resources = [resources] if isinstance(resources, str) else list(resources)
         where = f"statement {i}"
+        if partition is not None:
+            findings += _partition_findings(st, partition, params.region, where)
         if st.get("Effect") != "Allow":
             continue
         for a in actions:

@@ -14,10 +14,12 @@ import pytest
 import yaml
 
 from runbook_lib import carts
+from runbook_lib.access_denied import parse_access_denied
 from runbook_lib.iam_conditions import SUPPORTED_OPERATORS
 from runbook_lib.iam_eval import (
     Decision,
     PolicyError,
+    PolicyType,
     StatementRef,
     evaluate,
     explain,
@@ -56,20 +58,48 @@ def test_corpus_cases_are_well_formed() -> None:
         assert ("expect" in case) != ("raises" in case), case["id"]
         assert case.get("expect", "allowed") in DECISIONS, case["id"]
         assert isinstance(case["action"], str) and isinstance(case["resource"], str), case["id"]
+        assert case.get("expect_type", "identity-based policy") in TYPES, case["id"]
+        known = {"id", "rule", "doc", "policies", "action", "resource", "context", "expect"}
+        known |= {"raises", "decided_by", "expect_type", "expect_level", "sentence", *KWARGS}
+        known |= {"boundary_allows", "organizations_allow"}
+        assert set(case) <= known, f"{case['id']}: unknown fields {set(case) - known}"
+
+
+PRINCIPAL = "arn:aws:sts::123456789012:assumed-role/retailStoreEcsTaskRole/0f3c2b1a"
+TYPES = {t.value for t in PolicyType}
+KWARGS = ("boundary", "scps", "session_policies")
 
 
 @pytest.mark.parametrize("case", CORPUS, ids=[case["id"] for case in CORPUS])
 def test_corpus_case(case: dict[str, Any]) -> None:
     args = (case["policies"], case["action"], case["resource"], case.get("context"))
+    kwargs = {key: case[key] for key in KWARGS if key in case}
     if "raises" in case:
         with pytest.raises(PolicyError) as caught:
-            evaluate(*args)
+            evaluate(*args, **kwargs)
         assert case["raises"] in str(caught.value), case["rule"]
         return
-    decision = evaluate(*args)
+    decision = evaluate(*args, **kwargs)
     assert decision.decision == case["expect"], f"{case['rule']} ({case['doc']}): {decision.reason}"
     if "decided_by" in case:
         assert [str(ref) for ref in decision.statements] == case["decided_by"], case["rule"]
+    if "expect_type" in case:
+        assert decision.policy_type == case["expect_type"], f"{case['rule']}: {decision.reason}"
+    if "expect_level" in case:
+        assert decision.level == case["expect_level"], case["rule"]
+    if "boundary_allows" in case:
+        assert decision.allowed_by_boundary is case["boundary_allows"], case["rule"]
+    if "organizations_allow" in case:
+        assert decision.allowed_by_organizations is case["organizations_allow"], case["rule"]
+    if "sentence" in case:
+        sentence = decision.sentence(PRINCIPAL)
+        assert sentence.endswith(" " + case["sentence"]), case["rule"]
+        parsed = parse_access_denied(sentence)
+        assert parsed is not None and parsed.policy_type == decision.policy_type, case["rule"]
+    # Without the limiting types, the identity-based policies decide alone; the limits can only
+    # take away (AWS: boundaries, SCPs and session policies grant nothing).
+    if kwargs and decision.allowed:
+        assert evaluate(*args).allowed, case["rule"]
 
 
 def _condition_operators(node: Any) -> Iterator[str]:
@@ -248,3 +278,98 @@ def test_workshop_policy_is_broader_than_least_privilege() -> None:
     extra = ("dynamodb:DeleteTable", TABLE_ARN)
     assert evaluate(seed, *extra).allowed
     assert evaluate(least, *extra) == Decision(*extra, "implicit_deny")
+
+
+# ---------------------------------------------------------------- boundaries in explanations
+
+S3_ONLY_BOUNDARY = {
+    "Version": "2012-10-17",
+    "Statement": {"Effect": "Allow", "Action": ["s3:*", "logs:*"], "Resource": "*"},
+}
+
+
+def test_explain_with_a_boundary_names_it_in_every_row() -> None:
+    """Issue 11's boundary case: the workshop policy is written, yet every carts call stays
+    denied, and the table says by what."""
+    requests = carts.carts_requests(REGION, ACCOUNT, TABLE, INDEX)
+    boundary = {"arn:aws:iam::123456789012:policy/TaskBoundary": S3_ONLY_BOUNDARY}
+    result = explain({"CartsDynamoPolicy": WORKSHOP}, requests, boundary=boundary)
+    assert not result.all_allowed and len(result.denied) == 5
+    assert {d.policy_type for d in result.rows} == {PolicyType.BOUNDARY}
+    assert {d.decided_by for d in result.rows} == {"permissions boundary: no Allow"}
+    assert (
+        result.rows[0].reason
+        == f"no permissions boundary statement allows dynamodb:Query on {INDEX_ARN}"
+    )
+    assert "permissions boundary: no Allow" in str(result)
+    assert "permissions boundary: no Allow" in result._repr_html_()
+    assert result.rows == tuple(
+        evaluate({"CartsDynamoPolicy": WORKSHOP}, a, r, boundary=boundary) for a, r in requests
+    )
+    # Without the boundary the same policy allows all five: the boundary alone decides.
+    assert explain({"CartsDynamoPolicy": WORKSHOP}, requests).all_allowed
+
+
+def test_a_denial_gives_the_lab_its_sentence_and_the_runbook_its_advice() -> None:
+    principal = "arn:aws:sts::123456789012:assumed-role/retailStoreEcsTaskRole/0f3c"
+    denied = evaluate(
+        {"CartsDynamoPolicy": WORKSHOP}, "dynamodb:Query", INDEX_ARN, boundary=S3_ONLY_BOUNDARY
+    )
+    assert denied.sentence(principal) == (
+        f"User: {principal} is not authorized to perform: dynamodb:Query on resource: "
+        f"{INDEX_ARN} because no permissions boundary allows the dynamodb:Query action"
+    )
+    assert "put-role-permissions-boundary" in denied.advice("retailStoreEcsTaskRole")
+    allowed = evaluate({"CartsDynamoPolicy": WORKSHOP}, "dynamodb:Query", INDEX_ARN)
+    assert allowed.advice() == "" and allowed.policy_type == PolicyType.IDENTITY
+    with pytest.raises(ValueError, match="is allowed: there is no denial"):
+        allowed.sentence(principal)
+    # The old identity-only sentence is unchanged, and the policy ARN is appended only for an
+    # explicit deny by a policy named by its ARN.
+    none = evaluate({}, "dynamodb:Query", INDEX_ARN)
+    assert none.sentence(principal).endswith(
+        "because no identity-based policy allows the dynamodb:Query action"
+    )
+    deny = {"Statement": {"Effect": "Deny", "Action": "dynamodb:*", "Resource": "*"}}
+    arn = "arn:aws:iam::123456789012:policy/DenyDynamo"
+    explicit = evaluate({arn: deny, "Inline": WORKSHOP}, "dynamodb:Query", INDEX_ARN)
+    assert explicit.policy_arn == arn
+    assert explicit.sentence(principal).endswith(f"in an identity-based policy: {arn}")
+    assert explicit.sentence(principal, with_policy_arn=False).endswith("identity-based policy")
+    inline = evaluate({"DenyInline": deny}, "dynamodb:Query", INDEX_ARN)
+    assert inline.policy_arn is None
+
+
+def test_boundary_inputs_and_the_old_api() -> None:
+    """A boundary may be a dict, JSON text or {name: document}; no keyword means no limit, as
+    before; StatementRef built with four fields prints as before."""
+    as_text = json.dumps(S3_ONLY_BOUNDARY)
+    for boundary in (S3_ONLY_BOUNDARY, as_text, {"B": S3_ONLY_BOUNDARY}, [("B", as_text)]):
+        d = evaluate({"P": WORKSHOP}, "dynamodb:GetItem", TABLE_ARN, boundary=boundary)
+        assert (d.decision, d.policy_type) == ("implicit_deny", PolicyType.BOUNDARY)
+    old = evaluate({"P": WORKSHOP}, "dynamodb:GetItem", TABLE_ARN)
+    assert old.allowed_by_boundary is None and old.allowed_by_organizations is None
+    assert str(StatementRef("P", 0, None, "Allow")) == "P, statement 0"
+    with pytest.raises(PolicyError, match="one entry per organization level"):
+        evaluate({"P": WORKSHOP}, "dynamodb:GetItem", TABLE_ARN, scps={"FullAWSAccess": WORKSHOP})
+    with pytest.raises(PolicyError, match="permissions boundary: not valid JSON"):
+        evaluate({"P": WORKSHOP}, "dynamodb:GetItem", TABLE_ARN, boundary="{not json")
+
+
+def test_corpus_covers_every_limiting_type_and_outcome() -> None:
+    """The corpus has allowed, implicit and explicit cases for boundaries, SCPs and sessions."""
+    seen = {
+        (key, case["expect"], case.get("expect_type"))
+        for case in CORPUS
+        if "expect" in case
+        for key in KWARGS
+        if key in case
+    }
+    for key, words in (
+        ("boundary", "permissions boundary"),
+        ("scps", "service control policy"),
+        ("session_policies", "session policy"),
+    ):
+        assert (key, "implicit_deny", words) in seen, key
+        assert (key, "explicit_deny", words) in seen, key
+        assert any(k == key and e == "allowed" for k, e, _ in seen), key

@@ -8,8 +8,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runbook_lib.access_denied import parse_access_denied
 from runbook_lib.iam_conditions import RequestContext, parse_pattern
-from runbook_lib.iam_eval import evaluate, explain
+from runbook_lib.iam_eval import PolicyType, evaluate, explain
 
 # Per test, not a global profile: other test modules keep their own settings.
 fast = settings(max_examples=200, deadline=None)
@@ -304,3 +305,98 @@ def test_keys_under_one_operator_are_anded(ctx: dict[str, str], value_a: str, va
     one = _allowed_by({"StringLike": {"aws:A": value_a}}, ctx)
     other = _allowed_by({"StringLike": {"aws:B": value_b}}, ctx)
     assert both == (one and other)
+
+
+# ---------------------------------------------------------------- boundaries, SCPs, sessions
+
+PRINCIPAL = "arn:aws:sts::123456789012:assumed-role/r/s"
+
+
+@fast
+@given(policy_lists, documents(), actions, resources, contexts)
+def test_a_boundary_is_an_intersection_and_never_widens(
+    docs: list[dict[str, Any]],
+    boundary: dict[str, Any],
+    action: str,
+    resource: str,
+    ctx: dict[str, Any],
+) -> None:
+    """AWS: identity-based policies with a boundary give "the intersection of the two
+    categories"; an explicit deny in either wins. So allowed with the boundary exactly when the
+    identity-based policies allow and the boundary, read as a policy of its own, allows."""
+    alone = evaluate(docs, action, resource, ctx)
+    bound_alone = evaluate([boundary], action, resource, ctx)
+    both = evaluate(docs, action, resource, ctx, boundary=boundary)
+    assert both.allowed == (alone.allowed and bound_alone.allowed)
+    if both.allowed:
+        assert alone.allowed  # never widens
+    explicit = "explicit_deny" in (alone.decision, bound_alone.decision)
+    assert (both.decision == "explicit_deny") == explicit
+    assert both.allowed_by_boundary == bound_alone.allowed
+    if both.decision == "implicit_deny":
+        expected = PolicyType.IDENTITY if not alone.allowed else PolicyType.BOUNDARY
+        assert both.policy_type == expected
+
+
+@fast
+@given(policy_lists, st.lists(documents(), min_size=1, max_size=2), actions, resources, contexts)
+def test_session_policies_intersect_like_a_boundary(
+    docs: list[dict[str, Any]],
+    session: list[dict[str, Any]],
+    action: str,
+    resource: str,
+    ctx: dict[str, Any],
+) -> None:
+    alone = evaluate(docs, action, resource, ctx)
+    session_alone = evaluate(session, action, resource, ctx)
+    both = evaluate(docs, action, resource, ctx, session_policies=session)
+    assert both.allowed == (alone.allowed and session_alone.allowed)
+    explicit = "explicit_deny" in (alone.decision, session_alone.decision)
+    assert (both.decision == "explicit_deny") == explicit
+
+
+@fast
+@given(
+    policy_lists,
+    st.lists(st.lists(documents(), min_size=1, max_size=2), max_size=3),
+    actions,
+    resources,
+)
+def test_every_scp_level_must_allow(
+    docs: list[dict[str, Any]],
+    levels: list[list[dict[str, Any]]],
+    action: str,
+    resource: str,
+) -> None:
+    """AWS Organizations: an Allow at every level from the root to the account, no Deny at
+    any; SCPs grant nothing themselves."""
+    alone = evaluate(docs, action, resource)
+    per_level = [evaluate(level, action, resource) for level in levels]
+    decision = evaluate(docs, action, resource, scps=levels)
+    assert decision.allowed == (alone.allowed and all(d.allowed for d in per_level))
+    if levels:
+        assert decision.allowed_by_organizations == all(d.allowed for d in per_level)
+    else:
+        assert decision.allowed_by_organizations is None
+        assert decision == alone
+    if any(d.decision == "explicit_deny" for d in per_level):
+        assert decision.policy_type == PolicyType.SCP
+
+
+@fast
+@given(policy_lists, documents(), st.lists(documents(), max_size=2), actions, resources, contexts)
+def test_the_sentence_of_any_denial_parses_back_to_its_policy_type(
+    docs: list[dict[str, Any]],
+    boundary: dict[str, Any],
+    session: list[dict[str, Any]],
+    action: str,
+    resource: str,
+    ctx: dict[str, Any],
+) -> None:
+    decision = evaluate(docs, action, resource, ctx, boundary=boundary, session_policies=session)
+    if decision.allowed:
+        return
+    parsed = parse_access_denied(decision.sentence(PRINCIPAL))
+    assert parsed is not None
+    assert (parsed.policy_type, parsed.kind) == (decision.policy_type, decision.decision)
+    assert (parsed.action, parsed.resource) == (action, resource)

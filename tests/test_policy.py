@@ -110,3 +110,75 @@ def test_lint_flags_wildcards_empty_arns_wrong_account_and_size() -> None:
     }
     too_big = lint(SEED_FILE, params, ACCOUNT, other_inline={"Other": big})
     assert not too_big.ok and "10240" in too_big.errors[0].message
+
+
+# ---------------------------------------------------------------- partitions
+
+CN_SEED = SEED_FILE.replace("arn:aws:dynamodb:us-west-2:", "arn:aws-cn:dynamodb:cn-north-1:")
+
+
+def test_workshop_scope_in_china_changes_only_the_partition() -> None:
+    """The heredoc's arn:aws: matches nothing in aws-cn: rendered there, the one ARN carries
+    arn:aws-cn: and every other byte is the heredoc's."""
+    p = render_policy(Params(region="cn-north-1"), ACCOUNT)
+    assert p.text == CN_SEED
+    diff_lines = [
+        (a, b) for a, b in zip(SEED_FILE.splitlines(), p.text.splitlines(), strict=True) if a != b
+    ]
+    assert diff_lines == [
+        (
+            '                "arn:aws:dynamodb:us-west-2:123456789012:table/*"',
+            '                "arn:aws-cn:dynamodb:cn-north-1:123456789012:table/*"',
+        )
+    ]
+    gov = workshop_policy_text("us-gov-west-1", ACCOUNT)
+    assert '"arn:aws-us-gov:dynamodb:us-gov-west-1:123456789012:table/*"' in gov
+    assert workshop_policy_text("us-west-2", ACCOUNT) == SEED_FILE
+
+
+def test_least_privilege_in_other_partitions_allows_the_carts_calls_there() -> None:
+    for region, partition in (("cn-northwest-1", "aws-cn"), ("us-gov-east-1", "aws-us-gov")):
+        doc = least_privilege_document(region, ACCOUNT, "t1", "i1")
+        resources = [s["Resource"] for s in doc["Statement"]]
+        assert all(r.startswith(f"arn:{partition}:dynamodb:{region}:") for r in resources)
+        for action, resource in carts_requests(region, ACCOUNT, "t1", "i1"):
+            assert evaluate([doc], action, resource).allowed
+            # The same request in the aws partition is another resource altogether.
+            aws_resource = resource.replace(f"arn:{partition}:", "arn:aws:")
+            assert not evaluate([doc], action, aws_resource).allowed
+        assert lint(doc, Params(region=region), ACCOUNT).ok
+
+
+def test_lint_calls_an_arn_in_another_partition_an_error() -> None:
+    cn = Params(region="cn-north-1")
+    heredoc_in_china = SEED_FILE.replace("us-west-2", "cn-north-1")  # arn:aws: kept
+    report = lint(heredoc_in_china, cn, ACCOUNT)
+    assert not report.ok
+    assert report.errors[0].message == (
+        "statement 0: Resource 'arn:aws:dynamodb:cn-north-1:123456789012:table/*' is in "
+        "partition 'aws', but region cn-north-1 is in 'aws-cn': write arn:aws-cn: or it "
+        "matches nothing."
+    )
+    assert lint(CN_SEED, cn, ACCOUNT).ok
+    assert not lint(CN_SEED, Params(), ACCOUNT).ok  # aws-cn ARNs in us-west-2
+    # Deny and NotResource are checked too; a wildcard partition matches every partition.
+    doc = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "dynamodb:GetItem",
+                "Resource": "arn:*:dynamodb:*:*:table/t",
+            },
+            {
+                "Effect": "Deny",
+                "Action": "s3:*",
+                "NotResource": ["arn:aws:s3:::b", "arn:aws-cn:s3:::b"],
+            },
+        ],
+    }
+    errors = [f.message for f in lint(doc, cn, ACCOUNT).errors]
+    assert errors == [
+        "statement 1: NotResource 'arn:aws:s3:::b' is in partition 'aws', but region cn-north-1 "
+        "is in 'aws-cn': write arn:aws-cn: or it matches nothing."
+    ]
