@@ -360,9 +360,18 @@ def plan(
         writes.append(
             PolicyWrite(role.name, policy.name, previous, policy.document, text=policy.text)
         )
+    notes = []
+    if restore is not None and not any(same_state(previous, e) for e in restore.expect):
+        # Someone wrote since the unfinished run: its starting state is no longer the one to go
+        # back to. This run's own rollback restores what this plan found.
+        notes.append(
+            f"Not restoring the state before run {restore.run_id}: {role.name} holds "
+            f"{describe_state(previous, policy.name)}, which that run did not write."
+        )
+        restore = None
     if service is not None and service.rollout_state == "FAILED":
         writes.append(DeploymentWrite(cluster, service.name, str(service.primary.get("id", ""))))
-    return Plan(role.name, policy, action, previous, others, writes, restore)
+    return Plan(role.name, policy, action, previous, others, writes, restore, notes)
 
 
 # --- rollback ------------------------------------------------------------------------------------

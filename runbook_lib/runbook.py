@@ -730,9 +730,9 @@ class Runbook:
         sentence = (
             f"IAM holds {describe_state(now, p.policy_name)}, as this run left it."
             if ok
-            else f"IAM holds {describe_state(now, p.policy_name)}, not "
-            f"{describe_state(expected, p.policy_name)} as this run left it: another writer "
-            "changed it since; the record keeps both."
+            else f"IAM holds {describe_state(now, p.policy_name)}, but this run left "
+            f"{describe_state(expected, p.policy_name)}: another writer changed it since; the "
+            "record keeps both."
         )
         return {
             "as_expected": ok,
