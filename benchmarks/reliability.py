@@ -11,6 +11,8 @@ cases, those handled, and the IAM writes made by runs that had to stop before wr
   here, with the fault knob set (``Lab.set_faults``) or the failure staged.
 - Every CLI run has credentials in its environment; no output file, stdout or stderr may hold
   them or anything shaped like one.
+- Safe writes in a shared account (another writer, cells out of order, a FAILED deployment, the
+  races and the read-to-write window): ``benchmarks/reliability_writes.py``.
 
     .venv/bin/python benchmarks/reliability.py            # or: make reliability
 """
@@ -25,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -728,6 +730,11 @@ def main() -> int:
         for step in steps:
             step()
         cases = m.cases
+    # Safe writes in a shared account: their own lab, on a stepped clock (benchmarks/
+    # reliability_writes.py); a lab of the same account cannot run beside the matrix's.
+    from reliability_writes import safe_write_rows
+
+    safe_write_rows(lambda row: m.add(Case(**asdict(row))))
     handled = sum(c.handled for c in cases)
     refused_writes = sum(c.writes for c in cases if c.refused)
     print(f"({time.monotonic() - t0:.0f} s)", file=sys.stderr)

@@ -802,7 +802,7 @@ class Summary(Shows):
             f"after sha256 {_short_hash(plan_rec.get('after_sha256'))}",
         ]
         if d.get("iam_now"):
-            lines.append(f"IAM now: {d['iam_now']['sentence']}")
+            lines.append(str(d["iam_now"]["sentence"]))
         for w in d.get("writes") or []:
             if w.get("kind") != "iam-policy" and w.get("state") in SENT_STATES:
                 lines.append(f"Also wrote ({w['state']}): {w['command']}. {w.get('undo_note', '')}")

@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import unquote
 
 from runbook_lib.policy import (
+    POLICY_FILE,
     delete_role_policy_command,
     diff,
     parse_document,
@@ -185,6 +186,14 @@ class PolicyWrite(Shows):
         )
 
     @property
+    def shown_command(self) -> str:
+        """The command as a reader types it: the rendered policy from its file (the policy cell
+        shows that file's text), any other document inline."""
+        if self.text is not None and self.after is not None:
+            return put_role_policy_command(self.role, self.name, f"file://{POLICY_FILE}")
+        return self.command
+
+    @property
     def undo(self) -> str | None:
         """The command that puts back what this write replaced."""
         if self.before is None:
@@ -328,6 +337,10 @@ class DeploymentWrite(Shows):
         )
 
     @property
+    def shown_command(self) -> str:
+        return self.command
+
+    @property
     def undo(self) -> str | None:
         return None
 
@@ -444,14 +457,14 @@ def write_lines(writes: list[Write]) -> list[str]:
     lines = []
     for i, w in enumerate(writes, 1):
         lines.append(f"{i}. {w.summary()}")
-        lines.append(f"   {w.command}")
+        lines.append(f"   {w.shown_command}")
         lines.append(f"   {w.undo_note}")
     return lines
 
 
 def writes_html(writes: list[Write]) -> str:
     items = "".join(
-        f"<li>{escape(w.summary())}<pre>{escape(w.command)}</pre>"
+        f"<li>{escape(w.summary())}<pre>{escape(w.shown_command)}</pre>"
         f"<small>{escape(w.undo_note)}</small></li>"
         for w in writes
     )

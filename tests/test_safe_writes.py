@@ -14,21 +14,30 @@ the lab's stepped clock, so its waits are the lab's time passing, the same on an
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROLE, WORKSHOP_POLICY, Clients, allow, inline_policies, policy
+from helpers import (
+    CHECKS,
+    ROLE,
+    WORKSHOP_POLICY,
+    Clients,
+    allow,
+    in_process_run,
+    inline_policies,
+    policy,
+    record_in,
+    through_checks,
+)
 
 from runbook_lib.errors import PlanOutOfDate, RunbookError, StepOrder
 from runbook_lib.lab import Lab
-from runbook_lib.params import Params
 from runbook_lib.plan import unfinished_runs
 from runbook_lib.policy import policy_hash, same_policy
-from runbook_lib.record import RunRecord, earlier_records
+from runbook_lib.record import earlier_records
 from runbook_lib.runbook import Runbook
 from runbook_lib.writes import PolicyWrite, read_until
 
@@ -36,32 +45,11 @@ LAB_SEED = 12
 POLICY = "CartsDynamoPolicy"
 #: A same-named policy someone else wrote (the workshop's terminal, another tool).
 THEIRS = policy(allow("s3:GetObject", "arn:aws:s3:::carts-assets/*"))
-#: The steps before the plan, as the notebook runs them.
-CHECKS = ("connect", "diagnose", "render_policy", "lint", "preflight", "check_trust")
-
-_ids = itertools.count(1)
-
-
-def record_in(out: Path) -> RunRecord:
-    """A record in a new run folder under ``out`` (``OUT/<run id>/…``, as the CLI makes them)."""
-    folder = out / f"20260302T090000Z-{next(_ids):04x}"
-    folder.mkdir(parents=True)
-    return RunRecord.create(folder / "fix-iam-permissions.record.json")
 
 
 def runbook(lab: Lab, out: Path, **values: Any) -> Runbook:
     """A run on ``lab`` recorded under ``out``; its waits are the lab's (stepped) time."""
-    params = Params.from_mapping({"endpoint_url": lab.endpoint_url, **values})
-    run = Runbook(params, record_in(out))
-    run.connect()
-    assert run.conn is not None
-    run.conn.clock = lab.client_clock()
-    return run
-
-
-def through_checks(run: Runbook) -> Runbook:
-    for step in CHECKS[1:]:
-        getattr(run, step)()
+    run: Runbook = in_process_run(lab, out, **values)
     return run
 
 
