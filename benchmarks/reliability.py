@@ -11,6 +11,12 @@ cases, those handled, and the IAM writes made by runs that had to stop before wr
   here, with the fault knob set (``Lab.set_faults``) or the failure staged.
 - Every CLI run has credentials in its environment; no output file, stdout or stderr may hold
   them or anything shaped like one.
+- Strict inputs and edge failures: values with a trailing newline, other scripts' digits, regions
+  AWS or the lab does not have, YAML's numbers, duplicate keys and aliases, binary files, a
+  papermill ``-p`` typo (the real papermill), an endpoint that is not AWS (a real HTML server, a
+  self-signed TLS certificate), and requests signed for a region the lab cannot hold.
+- Requests a web page could send to the lab (a forged Host, a foreign Origin, an unsigned form,
+  a ``text/plain`` POST to ``/_lab/reset``, no token) must be refused and change nothing.
 - Safe writes in a shared account (another writer, cells out of order, a FAILED deployment, the
   races and the read-to-write window): ``benchmarks/reliability_writes.py``.
 
@@ -28,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +44,8 @@ from runbook_lib.policy import render_policy, same_policy
 from runbook_lib.record import find_secrets
 
 ROOT = Path(__file__).resolve().parents[1]
+# The test suite's real non-AWS servers (HTML, self-signed TLS) serve the edge-failure rows too.
+sys.path.insert(0, str(ROOT / "tests"))
 STEM = "fix-iam-permissions"
 ROLE = Params().task_role
 POLICY = Params().policy_name
@@ -164,14 +173,20 @@ class Matrix:
 
     # --- bad input ----------------------------------------------------------------------------
 
-    def bad_value(self, name: str, values: dict[str, Any], param: str) -> None:
+    def bad_value(self, name: str, values: dict[str, Any], param: str, phrase: str = "") -> None:
+        """Refused naming ``param``, in one short sentence that holds ``phrase``."""
         before = len(self.lab.iam_writes)
         try:
             Params.from_mapping(values, source="the matrix")
         except ParameterError as exc:
             msg = str(exc)
             handled = (
-                exc.name == param and repr(param) in msg and msg.endswith(".") and "\n" not in msg
+                exc.name == param
+                and repr(param) in msg
+                and phrase in msg
+                and msg.endswith(".")
+                and "\n" not in msg
+                and len(msg) < 600
             )
             observed = f"ParameterError: {msg}"
         else:
@@ -179,15 +194,24 @@ class Matrix:
         writes = len(self.lab.iam_writes) - before
         self.add(Case(name, f"refused, naming '{param}'", observed, writes, handled, True))
 
-    def bad_file(self, name: str, text: str | None, param: str) -> None:
-        path = self.workdir / f"params-{len(self.cases)}.yaml"
-        if text is not None:
-            path.write_text(text)
+    def bad_file(
+        self, name: str, content: str | bytes | Path | None, param: str, phrase: str = ""
+    ) -> None:
+        """A params file (written from ``content``, or an existing path; None: missing)."""
+        path = (
+            content
+            if isinstance(content, Path)
+            else self.workdir / f"params-{len(self.cases)}.yaml"
+        )
+        if isinstance(content, str):
+            path.write_text(content)
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
         before = len(self.lab.iam_writes)
         try:
             params_from_file(path)
         except ParameterError as exc:
-            handled = exc.name == param and "\n" not in str(exc)
+            handled = exc.name == param and phrase in str(exc) and "\n" not in str(exc)
             observed = f"ParameterError: {exc}".replace(str(self.workdir), "…")
         else:
             handled, observed = False, "accepted"
@@ -558,6 +582,192 @@ class Matrix:
             )
         )
 
+    # --- strict inputs, edge failures, a lab closed to the browser ---------------------------
+
+    def cli_params_file(self, name: str, path: str, phrase: str) -> None:
+        """``carts-runbook run --params PATH``: exit 2, one line, no kernel."""
+        self.runs += 1
+        out = self.workdir / f"run{self.runs:02d}"
+        cmd = [sys.executable, "-m", "runbook_lib", "run", "--params", path, "--out", str(out)]
+        before = len(self.lab.iam_writes)
+        proc = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=self.env()
+        )
+        lines = proc.stderr.strip().splitlines()
+        handled = (
+            proc.returncode == 2
+            and len(lines) == 1
+            and phrase in proc.stderr
+            and not (out / f"{STEM}.ipynb").exists()
+        )
+        observed = f"exit {proc.returncode}: {lines[-1] if lines else ''}"
+        writes = len(self.lab.iam_writes) - before
+        self.add(Case(name, "exit 2, one line, no kernel", observed, writes, handled, True))
+
+    def papermill_typo(self) -> None:
+        """``papermill ... -p polcy_scope least-privilege``: papermill only warns; the runbook's
+        first cell stops the run with the nearest known name, before any AWS call."""
+        self.fresh()
+        self.runs += 1
+        out = self.workdir / f"papermill{self.runs:02d}.ipynb"
+        before = self.inline()
+        cmd = [str(Path(sys.executable).parent / "papermill"), f"notebooks/{STEM}.ipynb", str(out)]
+        cmd += ["-p", "polcy_scope", "least-privilege", "-p", "endpoint_url", self.lab.endpoint_url]
+        proc = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=self.env()
+        )
+        errors = _notebook_errors(out)
+        first = errors[0] if errors else {}
+        line = str(first.get("evalue", ""))
+        handled = (
+            proc.returncode != 0
+            and len(errors) == 1
+            and first.get("tags") == ["step:parameters"]
+            and len(first.get("traceback", [])) == 1
+            and "unknown parameter 'polcy_scope'" in line
+            and "did you mean 'policy_scope'?" in line
+            and self.inline() == before
+        )
+        self.add(
+            Case(
+                "papermill -p polcy_scope least-privilege (a typo)",
+                "stops in the first cell, naming policy_scope",
+                f"{first.get('ename', '')}: {line}",
+                len(self.lab.iam_writes),
+                handled,
+                True,
+            )
+        )
+
+    def unheld_region_on_the_wire(self) -> None:
+        """boto3 and the aws CLI signed for us-west-3 against the served lab: AWS's 403
+        sentence from every service, never a 500."""
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import ClientError
+
+        session = boto3.Session(
+            aws_access_key_id="lab", aws_secret_access_key="lab", region_name="us-west-3"
+        )
+        config = Config(retries={"mode": "standard", "max_attempts": 1})
+        before = len(self.lab.iam_writes)
+        seen: list[str] = []
+        calls = {
+            "sts": lambda c: c.get_caller_identity(),
+            "iam": lambda c: c.put_role_policy(
+                RoleName=ROLE,
+                PolicyName=POLICY,
+                PolicyDocument=render_policy(Params(), LAB_DEFAULT_ACCOUNT).text,
+            ),
+            "ecs": lambda c: c.list_clusters(),
+            "dynamodb": lambda c: c.list_tables(),
+            "logs": lambda c: c.describe_log_groups(),
+        }
+        for service, call in calls.items():
+            client = session.client(service, endpoint_url=self.lab.endpoint_url, config=config)
+            try:
+                call(client)
+                seen.append(f"{service}: answered")
+            except ClientError as exc:
+                status = exc.response["ResponseMetadata"]["HTTPStatusCode"]
+                seen.append(f"{service}: {status} {exc.response['Error']['Code']}")
+        env = {**self.env(), **self.lab.env(), "AWS_DEFAULT_REGION": "us-west-3"}
+        cli = subprocess.run(
+            [str(Path(sys.executable).parent / "aws"), "ecs", "list-clusters"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        sentence = "Credential should be scoped to a valid region, not 'us-west-3'."
+        handled = (
+            all(" 403 " in s for s in seen)
+            and cli.returncode != 0
+            and sentence in cli.stderr
+            and len(self.lab.iam_writes) == before
+        )
+        self.add(
+            Case(
+                "boto3 and the aws CLI signed for us-west-3, against the served lab",
+                "AWS's 403 region sentence, no 500",
+                "; ".join(seen) + f"; aws CLI: {cli.stderr.strip().splitlines()[-1:]}",
+                len(self.lab.iam_writes) - before,
+                handled,
+                True,
+            )
+        )
+
+    def not_aws_endpoint(self, tls: bool) -> None:
+        """endpoint_url pointing at a web server (HTML), or at https with a self-signed
+        certificate: one sentence in connect, with the reason."""
+        from edge_servers import NGINX_PAGE, page, serving
+
+        tls_dir = Path(tempfile.mkdtemp(dir=self.workdir)) if tls else None
+        before = len(self.lab.iam_writes)
+        with serving(page(NGINX_PAGE), tls_dir=tls_dir) as url:
+            run = self.cli(f"endpoint_url={url}")
+        kind = "EndpointTlsError" if tls else "EndpointNotAws"
+        reason = "certificate verify failed" if tls else "is not an AWS endpoint"
+        handled = (
+            run.short_failure()
+            and run.record.get("failed_step") == "connect"
+            and kind in run.stderr
+            and reason in run.stderr
+            and url in run.stderr
+        )
+        self.add(
+            Case(
+                "endpoint_url: https with a self-signed certificate"
+                if tls
+                else "endpoint_url: a web server that answers HTML",
+                "stops in connect, one sentence with the reason",
+                run.failure_line(),
+                len(self.lab.iam_writes) - before,
+                handled,
+                True,
+            )
+        )
+
+    def browser_request(
+        self, name: str, path: str, headers: dict[str, str], body: bytes, host: str = ""
+    ) -> None:
+        """A request a web page could send: refused, nothing written, the lab not reset."""
+        import http.client
+
+        self.fresh()
+        self.iam.put_role_policy(
+            RoleName=ROLE,
+            PolicyName="Sentinel",
+            PolicyDocument=render_policy(Params(), LAB_DEFAULT_ACCOUNT).text,
+        )
+        before = len(self.lab.iam_writes)
+        conn = http.client.HTTPConnection("127.0.0.1", self.lab.port, timeout=30)
+        try:
+            conn.putrequest("POST", path, skip_host=True, skip_accept_encoding=True)
+            conn.putheader("Host", (host or "127.0.0.1:{port}").format(port=self.lab.port))
+            for key, value in headers.items():
+                conn.putheader(key, value.replace("{token}", self.lab.token))
+            conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+            answer = conn.getresponse()
+            status, text = answer.status, answer.read().decode("utf-8", "replace")
+            cors = [k for k, _ in answer.getheaders() if k.lower().startswith("access-control")]
+        finally:
+            conn.close()
+        kept = "Sentinel" in self.inline()
+        writes = len(self.lab.iam_writes) - before
+        handled = status in (403, 404, 415) and not cors and kept and writes == 0
+        self.add(
+            Case(
+                name,
+                "refused; nothing written, lab not reset",
+                f"HTTP {status}: {text}; lab state kept: {kept}",
+                writes,
+                handled,
+                True,
+            )
+        )
+
 
 def _record(out: Path) -> dict[str, Any]:
     path = out / f"{STEM}.record.json"
@@ -565,6 +775,19 @@ def _record(out: Path) -> dict[str, Any]:
         return json.loads(path.read_text()) if path.exists() else {}
     except json.JSONDecodeError:
         return {}
+
+
+def _notebook_errors(path: Path) -> list[dict[str, Any]]:
+    """The error outputs of an executed notebook, each with its cell's tags."""
+    if not path.exists():
+        return []
+    nb = json.loads(path.read_text())
+    return [
+        {**o, "tags": c.get("metadata", {}).get("tags", [])}
+        for c in nb["cells"]
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
 
 
 def _scan_note(leaks: list[str]) -> str:
@@ -682,6 +905,160 @@ MISSING: list[tuple[str, str, str, str]] = [
 ]
 
 
+def _alias_bomb() -> list[Any]:
+    """What ``a: &a [x, x]`` then ``b: [*a, *a]`` ... builds: shared, 10**30 leaves in print."""
+    bomb: list[Any] = ["lol"]
+    for _ in range(30):
+        bomb = [bomb] * 10
+    return bomb
+
+
+#: (case, values, the parameter the message must name, a phrase it must hold)
+STRICT_VALUES: list[tuple[str, dict[str, Any], str, str]] = [
+    (
+        "policy_name: 'CartsDynamoPolicy\\n' (a trailing newline)",
+        {"policy_name": "CartsDynamoPolicy\n"},
+        "policy_name",
+        "'CartsDynamoPolicy\\n'",
+    ),
+    ("region: 'us-west-2\\n' (a trailing newline)", {"region": "us-west-2\n"}, "region", "region"),
+    (
+        "account_id: fullwidth digits",
+        {"account_id": "１２３４５６７８９０１２"},
+        "account_id",
+        "12-digit",
+    ),
+    ("task_role: 'rôle' (not ASCII)", {"task_role": "rôle"}, "task_role", "IAM role name"),
+    ("cluster: 256 characters", {"cluster": "c" * 256}, "cluster", "1-255"),
+    (
+        "region: 'us-west-3' (well-formed, AWS has none)",
+        {"region": "us-west-3"},
+        "region",
+        "not in botocore's list of regions (did you mean 'us-west-2'?)",
+    ),
+    (
+        "region: 'us-west-3', backend aws",
+        {"backend": "aws", "region": "us-west-3"},
+        "region",
+        "must be a region AWS has",
+    ),
+    (
+        "region: 'cn-north-1' for the lab",
+        {"region": "cn-north-1"},
+        "region",
+        "must be a region the lab can hold",
+    ),
+    (
+        "region: 'me-west-1' (announced in partitions.json, no endpoint yet)",
+        {"backend": "aws", "region": "me-west-1"},
+        "region",
+        "not in botocore's list of regions",
+    ),
+    ("table: 10 MB of text", {"table": "t" * 10_000_000}, "table", "…."),
+    ("index: a value built from YAML aliases", {"index": _alias_bomb()}, "index", "as text"),
+    (
+        "unknown parameter 'polcy_scope' (a typo)",
+        {"polcy_scope": "least-privilege"},
+        "polcy_scope",
+        "did you mean 'policy_scope'?",
+    ),
+    (
+        "account_id: 12345670123 (papermill's -p made it a number)",
+        {"account_id": 12345670123},
+        "account_id",
+        "-r keeps them text",
+    ),
+]
+
+#: (case, file content or an existing path, the parameter named, a phrase)
+STRICT_FILES: list[tuple[str, bytes | Path, str, str]] = [
+    ("params file: empty", b"", "params", "is empty"),
+    ("params file: only a comment", b"# nothing yet\n", "params", "is empty"),
+    (
+        "params file: a key twice",
+        b"policy_scope: least-privilege\nregion: us-west-2\npolicy_scope: workshop\n",
+        "params",
+        "holds the key 'policy_scope' twice at line 3",
+    ),
+    (
+        "params file: YAML aliases (billion laughs)",
+        b"a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+        b"b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        b"index: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n",
+        "params",
+        "holds an alias (*name) at line 2",
+    ),
+    ("params file: /bin/ls", Path("/bin/ls"), "params", "is binary, not a YAML text file"),
+    ("params file: not UTF-8", b"region: caf\xe9\n", "params", "is not UTF-8 text"),
+    (
+        "params file: account_id: 012345670123 (YAML octal)",
+        b"account_id: 012345670123\n",
+        "account_id",
+        "YAML reads 012345670123 as the octal number 1402433619; quote it",
+    ),
+]
+
+#: (case, -p items, a phrase stderr must hold)
+STRICT_CLI: list[tuple[str, list[str], str]] = [
+    (
+        "CLI -p account_id=012345670123 (YAML octal)",
+        ["account_id=012345670123"],
+        "YAML reads 012345670123 as the octal number",
+    ),
+    ("CLI -p region=us-west-3", ["region=us-west-3"], "parameter 'region' must be a region AWS"),
+]
+
+#: (case, path, headers ({token}: the lab's), body, Host ({port}: the lab's; empty: its own))
+BROWSER: list[tuple[str, str, dict[str, str], bytes, str]] = [
+    (
+        "forged Host (DNS rebinding) on IAM DeleteRolePolicy",
+        "/",
+        {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Authorization": "AWS4-HMAC-SHA256 Credential=lab/20260101/us-east-1/iam/aws4_request",
+        },
+        b"Action=DeleteRolePolicy&Version=2010-05-08&RoleName=retailStoreEcsTaskRole"
+        b"&PolicyName=Sentinel",
+        "evil.example:{port}",
+    ),
+    (
+        "foreign Origin on IAM DeleteRolePolicy",
+        "/",
+        {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Authorization": "AWS4-HMAC-SHA256 Credential=lab/20260101/us-east-1/iam/aws4_request",
+            "Origin": "http://evil.example",
+        },
+        b"Action=DeleteRolePolicy&Version=2010-05-08&RoleName=retailStoreEcsTaskRole"
+        b"&PolicyName=Sentinel",
+        "",
+    ),
+    (
+        "unsigned form POST to IAM (a cross-site form)",
+        "/",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        b"Action=DeleteRolePolicy&Version=2010-05-08&RoleName=retailStoreEcsTaskRole"
+        b"&PolicyName=Sentinel",
+        "",
+    ),
+    (
+        "text/plain POST to /_lab/reset (with the token)",
+        "/_lab/reset",
+        {"Content-Type": "text/plain", "X-Lab-Token": "{token}"},
+        b"{}",
+        "",
+    ),
+    (
+        "POST /_lab/reset without the token",
+        "/_lab/reset",
+        {"Content-Type": "application/json"},
+        b"{}",
+        "",
+    ),
+    ("POST /moto-api/reset (moto's own reset)", "/moto-api/reset", {}, b"", ""),
+]
+
+
 def table(cases: list[Case]) -> list[str]:
     def cell(text: str) -> str:
         text = " ".join(str(text).split()).replace("|", "/")
@@ -727,6 +1104,21 @@ def main() -> int:
             lambda: m.plan_only("aws"),
             m.aws_writes_and_rolls_back,
         ]
+        for name, values, param, phrase in STRICT_VALUES:
+            steps.append(partial(m.bad_value, name, values, param, phrase))
+        for name, content, param, phrase in STRICT_FILES:
+            steps.append(partial(m.bad_file, name, content, param, phrase))
+        steps.append(partial(m.cli_params_file, "CLI --params /bin/ls", "/bin/ls", "is binary"))
+        for name, overrides, phrase in STRICT_CLI:
+            steps.append(partial(m.bad_cli, name, overrides, phrase))
+        steps += [
+            m.papermill_typo,
+            m.unheld_region_on_the_wire,
+            partial(m.not_aws_endpoint, tls=False),
+            partial(m.not_aws_endpoint, tls=True),
+        ]
+        for name, path, headers, body, host in BROWSER:
+            steps.append(partial(m.browser_request, name, path, headers, body, host))
         for step in steps:
             step()
         cases = m.cases

@@ -30,9 +30,9 @@ STEM = "fix-iam-permissions"
 
 
 def _parse_value(text: str) -> Any:
-    import yaml
+    from runbook_lib.params import parse_value
 
-    return yaml.safe_load(text)
+    return parse_value(text)  # YAML as in a params file: no alias, numbers keep their text
 
 
 def _step_of(cell: Any) -> str | None:

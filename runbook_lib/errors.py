@@ -24,6 +24,14 @@ class EndpointUnreachable(RunbookError):
     """The AWS endpoint (or the lab) did not answer."""
 
 
+class EndpointTlsError(EndpointUnreachable):
+    """TLS with the endpoint failed; the message keeps the reason ("certificate verify failed")."""
+
+
+class EndpointNotAws(RunbookError):
+    """Something answered at the endpoint, but not as AWS does (an HTML page, another API)."""
+
+
 class WrongAccount(RunbookError):
     """The caller's account is not the one the parameters name."""
 

@@ -11,13 +11,25 @@ from runbook_lib.errors import RunbookError
 from runbook_lib.params import ParameterError
 from runbook_lib.record import SecretInOutput
 
+#: How much of an error's text from botocore a line shows.
+FOREIGN_TEXT_LIMIT = 300
+
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
 
     # BotoCoreError: no credentials or region, an unknown profile, an endpoint that does not
-    # answer, a connection closed mid-answer, an answer that is not AWS's; each says so in a line.
-    return (RunbookError, ParameterError, SecretInOutput, BotoCoreError, ClientError)
+    # answer, a connection closed mid-answer; each says so in a line. ResponseParserError (an
+    # answer that is not AWS's, in a step after connect) is no BotoCoreError: named on its own.
+    return (
+        RunbookError,
+        ParameterError,
+        SecretInOutput,
+        BotoCoreError,
+        ClientError,
+        ResponseParserError,
+    )
 
 
 def short_message(exc: BaseException) -> str:
@@ -25,6 +37,11 @@ def short_message(exc: BaseException) -> str:
     from botocore.exceptions import ConnectionError, HTTPClientError
 
     text = str(exc)
+    if not isinstance(exc, RunbookError | ParameterError | SecretInOutput):
+        # botocore's own text can hold a whole answer body (ResponseParserError): one line, cut.
+        text = " ".join(text.split())
+        if len(text) > FOREIGN_TEXT_LIMIT:
+            text = text[: FOREIGN_TEXT_LIMIT - 1] + "…"
     if isinstance(exc, ConnectionError | HTTPClientError):
         text += " (is the endpoint up? a lab started elsewhere may have stopped)"
     return f"{type(exc).__name__}: {text}"

@@ -6,9 +6,10 @@ that names the parameter and says what is allowed.
 
 from __future__ import annotations
 
+import ast
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,27 @@ BACKENDS = ("lab", "aws")
 SCOPES = ("workshop", "least-privilege")
 MAX_TIMEOUT_S = 3600.0
 
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
-_ACCOUNT = re.compile(r"^\d{12}$")
-_PROFILE = re.compile(r"^[A-Za-z0-9_.@+=,-]{1,128}$")
-_ENDPOINT = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(:\d{1,5})?/?$")
-_ECS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-_IAM_NAME = re.compile(r"^[A-Za-z0-9_+=,.@-]{1,64}$")
-_POLICY_NAME = re.compile(r"^[A-Za-z0-9_+=,.@-]{1,128}$")
-_DDB_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+# Whole strings, ASCII only: re.fullmatch leaves no trailing newline past "$", and re.ASCII keeps
+# \w and \d from accepting other scripts' letters and digits (fullwidth digits are \d otherwise).
+# Region names are lower case ASCII; each partition's regionRegex (partitions.py) decides the rest.
+_REGION_CHARS = re.compile(r"[a-z0-9-]{1,50}", re.ASCII)
+_ACCOUNT = re.compile(r"[0-9]{12}", re.ASCII)
+_PROFILE = re.compile(r"[A-Za-z0-9_.@+=,-]{1,128}", re.ASCII)
+_ENDPOINT = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?/?", re.ASCII)
+# AWS-FACTS §10: ECS clusterName/serviceName "up to 255 letters, numbers, underscores, hyphens";
+# IAM roleNameType [\w+=,.@-]{1,64} and policyNameType {1,128}; DynamoDB TableName and
+# IndexName [a-zA-Z0-9_.-]{3,255}.
+_ECS_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}", re.ASCII)
+_IAM_NAME = re.compile(r"[\w+=,.@-]{1,64}", re.ASCII)
+_POLICY_NAME = re.compile(r"[\w+=,.@-]{1,128}", re.ASCII)
+_DDB_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}", re.ASCII)
+
+#: How much of a bad value a message echoes (a value can be any size: a YAML alias bomb, a file).
+ECHO_LIMIT = 200
+#: The largest params file read (the real ones are under 1 KiB).
+MAX_PARAMS_FILE_BYTES = 64 * 1024
+#: Names papermill itself injects with ``--inject-paths``; not parameters of ours, not mistakes.
+PAPERMILL_NAMES = frozenset({"PAPERMILL_INPUT_PATH", "PAPERMILL_OUTPUT_PATH"})
 
 
 class ParameterError(ValueError):
@@ -85,13 +99,9 @@ class Params:
 
         Raises :class:`ParameterError` on the first mistake, in the order of the contract.
         """
-        unknown = sorted(set(values) - set(PARAMETER_NAMES))
+        unknown = sorted((k for k in values if k not in PARAMETER_NAMES), key=str)
         if unknown:
-            raise ParameterError(
-                unknown[0],
-                f"unknown parameter {unknown[0]!r} in {source}; "
-                f"allowed: {', '.join(PARAMETER_NAMES)}.",
-            )
+            raise unknown_parameter(unknown[0], source)
         merged = {**{n: getattr(_DEFAULTS, n) for n in PARAMETER_NAMES}, **values}
         for name in PARAMETER_NAMES:
             _check(name, merged[name], merged)
@@ -101,8 +111,67 @@ class Params:
         return cls(**clean, source=source)
 
 
+def unknown_parameter(name: Any, source: str) -> ParameterError:
+    """The sentence for a name the contract does not have, with the nearest one it does."""
+    import difflib
+
+    text = str(name)
+    near = difflib.get_close_matches(text[:ECHO_LIMIT], PARAMETER_NAMES, n=1, cutoff=0.6)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return ParameterError(
+        text,
+        f"unknown parameter {echo(text)} in {echo_text(source)}{hint}; "
+        f"allowed: {', '.join(PARAMETER_NAMES)}.",
+    )
+
+
+def echo(value: Any) -> str:
+    """``repr(value)`` for a message, at most :data:`ECHO_LIMIT` characters, with bounded work.
+
+    A value can be huge (a long string, a structure built from YAML aliases that shares itself
+    thousands of times): :mod:`reprlib` looks at a few items per level only.
+    """
+    import reprlib
+
+    shorter = reprlib.Repr()
+    shorter.maxlevel = 3
+    shorter.maxlist = shorter.maxtuple = shorter.maxset = shorter.maxfrozenset = 6
+    shorter.maxdict = 6
+    shorter.maxstring = shorter.maxother = ECHO_LIMIT + 2
+    shorter.maxlong = 40
+    if isinstance(value, str):
+        text = repr(value[: ECHO_LIMIT + 1])
+    elif type(value) in (_YamlInt, _YamlFloat):
+        text = repr(type(value).__mro__[1](value))  # the number, not the subclass's name
+    else:
+        text = shorter.repr(value)
+    return echo_text(text)
+
+
+def echo_text(text: str) -> str:
+    """``text`` cut to :data:`ECHO_LIMIT` characters (the cut marked with an ellipsis)."""
+    return text if len(text) <= ECHO_LIMIT else text[: ECHO_LIMIT - 1] + "…"
+
+
 def _fail(name: str, allowed: str, value: Any) -> ParameterError:
-    return ParameterError(name, f"parameter {name!r} must be {allowed}; got {value!r}.")
+    return ParameterError(name, f"parameter {name!r} must be {allowed}; got {echo(value)}.")
+
+
+def _number_hint(value: Any) -> str:
+    """How to keep a value text when YAML (or papermill's ``-p``) made it a number."""
+    text = getattr(value, "yaml_text", None)
+    if text is None:
+        return "quote it in YAML; papermill's -p makes digits a number, -r keeps them text"
+    plain = text.lstrip("+-")
+    if isinstance(value, int) and len(plain) > 1 and plain.startswith("0") and plain.isdigit():
+        read = f"as the octal number {int(value)}"
+    elif isinstance(value, float):
+        read = f"as the number {float(value)!r}"
+    elif str(int(value)) != text:
+        read = f"as the number {int(value)}"
+    else:
+        read = "as a number"
+    return f"YAML reads {echo_text(text)} {read}; quote it: '{echo_text(text)}'"
 
 
 def _check(name: str, value: Any, all_values: Mapping[str, Any]) -> None:
@@ -130,9 +199,15 @@ def _check(name: str, value: Any, all_values: Mapping[str, Any]) -> None:
                 name, f"a number of seconds greater than 0 and at most {MAX_TIMEOUT_S:g}", value
             )
         return
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # YAML reads 123456789012 as a number, 012345670123 as an octal one, 1.10 as 1.1.
+        raise ParameterError(
+            name,
+            f"parameter {name!r} must be {allowed}, as text; got the number {echo(value)} "
+            f"({_number_hint(value)}).",
+        )
     if not isinstance(value, str):
-        # YAML reads 123456789012 or true as a number or a boolean: say how to keep it text.
-        raise _fail(name, f"{allowed}, as text (in YAML, quote it)", value)
+        raise _fail(name, f"{allowed}, as text", value)
     if value == "" and optional:
         pass
     elif name == "backend":
@@ -141,8 +216,12 @@ def _check(name: str, value: Any, all_values: Mapping[str, Any]) -> None:
     elif name == "policy_scope":
         if value not in SCOPES:
             raise _fail(name, allowed, value)
-    elif pattern is not None and not pattern.match(value):
+    elif name == "region":
+        _check_region(value, all_values.get("backend"))
+    elif pattern is not None and not pattern.fullmatch(value):
         raise _fail(name, allowed, value)
+    if name == "endpoint_url" and value:
+        _check_port(value)
     if name == "profile" and value and all_values.get("backend") == "lab":
         raise ParameterError(
             name, "parameter 'profile' is only used with backend 'aws'; leave it empty for the lab."
@@ -161,10 +240,62 @@ def _check(name: str, value: Any, all_values: Mapping[str, Any]) -> None:
         )
 
 
+def _check_port(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        urlsplit(url).port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise _fail("endpoint_url", "an http(s) URL with a port from 0 to 65535", url) from None
+
+
+def _check_region(region: str, backend: Any) -> None:
+    """A region AWS lists (botocore's partitions), and for the lab one it can hold.
+
+    A lower-case ASCII name in some partition's shape (its ``regionRegex``, AWS-FACTS §9,
+    :mod:`runbook_lib.partitions`) that the partition also lists: a well-formed name AWS does not
+    have (``us-west-3``) stops here rather than in the HTTP signer or the lab (see
+    :mod:`runbook_lib.regions`).
+    """
+    import difflib
+
+    from runbook_lib import regions
+    from runbook_lib.partitions import UnknownRegion, partition_for_region
+
+    allowed = _RULES["region"][0]
+    if not _REGION_CHARS.fullmatch(region):
+        raise _fail("region", allowed, region)
+    try:
+        partition = partition_for_region(region)
+    except UnknownRegion:
+        raise _fail("region", allowed, region) from None
+    known = regions.aws_regions()
+    if region not in known:
+        near = difflib.get_close_matches(region, sorted(known), n=1, cutoff=0.8)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ParameterError(
+            "region",
+            f"parameter 'region' must be a region AWS has, such as 'us-west-2'; got {echo(region)}, "
+            f"shaped like a region of partition {partition} but not in botocore's list of "
+            f"regions{hint}.",
+        )
+    if backend != "lab" or region in regions.lab_regions():
+        return
+    if partition != regions.LAB_PARTITION:
+        why = f"it is in partition {partition}, and the lab keeps IAM in partition aws"
+    else:
+        why = "botocore has no ECS, DynamoDB, CloudWatch Logs or EC2 endpoint there yet"
+    raise ParameterError(
+        "region",
+        f"parameter 'region' must be a region the lab can hold for backend 'lab', such as "
+        f"'us-west-2'; got {echo(region)}: {why}.",
+    )
+
+
 # name -> (what is allowed, pattern, empty allowed)
 _RULES: dict[str, tuple[str, re.Pattern[str] | None, bool]] = {
     "backend": ("'lab' or 'aws'", None, False),
-    "region": ("an AWS region name such as 'us-west-2'", _REGION, False),
+    "region": ("an AWS region name such as 'us-west-2'", None, False),
     "account_id": ("empty or a 12-digit AWS account id", _ACCOUNT, True),
     "profile": ("empty or an AWS profile name (letters, digits, _.@+=,-)", _PROFILE, True),
     "endpoint_url": ("empty or an http(s) URL such as 'http://127.0.0.1:5000'", _ENDPOINT, True),
@@ -186,35 +317,148 @@ _DEFAULTS = Params()
 assert set(_RULES) == set(PARAMETER_NAMES)
 
 
+# --- YAML ------------------------------------------------------------------------------------
+
+
+class _YamlInt(int):
+    """An int read from YAML, with the text it was read from (for the quote-it hint)."""
+
+    yaml_text: str
+
+
+class _YamlFloat(float):
+    """A float read from YAML, with the text it was read from."""
+
+    yaml_text: str
+
+
+class _Refused(Exception):
+    """A YAML construct a params file may not use: what, where, and what to write instead."""
+
+    def __init__(self, what: str, line: int, instead: str) -> None:
+        super().__init__(f"{what} at line {line}; {instead}")
+
+
+def _loader(text: str) -> Any:
+    """A safe YAML loader that refuses duplicate keys, aliases and merge keys.
+
+    PyYAML keeps the last of two equal keys without a word; an alias (``*name``) can build a value
+    of any size from a few bytes (the "billion laughs"); a params file needs neither.
+    """
+    import yaml
+    from yaml.nodes import MappingNode
+
+    class StrictLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise _Refused("an alias (*name)", mark.line + 1, "write the value out instead")
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, MappingNode):
+                seen: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    line = key_node.start_mark.line + 1
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        raise _Refused("a merge key (<<)", line, "write each key out instead")
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        first = seen.get(key)
+                    except TypeError:  # an unhashable key: PyYAML's own error says so
+                        break
+                    if first is not None:
+                        raise _Refused(
+                            f"the key {echo(key)} twice", line, f"keep one (line {first})"
+                        )
+                    seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+        def construct_yaml_int(self, node: Any) -> Any:
+            number = _YamlInt(super().construct_yaml_int(node))
+            number.yaml_text = str(node.value)
+            return number
+
+        def construct_yaml_float(self, node: Any) -> Any:
+            number = _YamlFloat(super().construct_yaml_float(node))
+            number.yaml_text = str(node.value)
+            return number
+
+    StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
+    StrictLoader.add_constructor("tag:yaml.org,2002:float", StrictLoader.construct_yaml_float)
+    loader = StrictLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def parse_value(text: str) -> Any:
+    """One ``-p NAME=VALUE`` value, read as YAML the way a params file is.
+
+    Raises :class:`ParameterError` for what a params file may not hold either (an alias).
+    """
+    import yaml
+
+    try:
+        return _loader(text)
+    except _Refused as exc:
+        raise ParameterError("-p", f"a -p value holds {exc}.") from None
+    except yaml.YAMLError:
+        return text  # not YAML: the text itself (the parameter's check decides)
+
+
 def load_params_file(path: str | Path) -> dict[str, Any]:
     """Read a ``params/*.yaml`` file into a mapping (not yet validated).
 
-    Raises :class:`ParameterError` with one sentence when the file cannot be used.
+    Raises :class:`ParameterError` with one sentence when the file cannot be used: unreadable,
+    too large, binary or not UTF-8, not YAML, empty, not a mapping, keys that are not names, a key
+    twice, an alias or a merge key.
     """
     import yaml
 
     p = Path(path)
+    where = echo(str(p))
+
+    def refuse(problem: str) -> ParameterError:
+        return ParameterError("params", f"params file {where} {problem}.")
+
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            raw = f.read(MAX_PARAMS_FILE_BYTES + 1)
     except OSError as exc:
         raise ParameterError(
-            "params", f"cannot read params file {str(p)!r}: {exc.strerror}."
+            "params", f"cannot read params file {where}: {exc.strerror or exc}."
         ) from None
+    if b"\0" in raw:
+        raise refuse("is binary, not a YAML text file")
+    if len(raw) > MAX_PARAMS_FILE_BYTES:
+        raise refuse(
+            f"is larger than {MAX_PARAMS_FILE_BYTES // 1024} KiB, too large for a params file"
+        )
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise refuse("is not UTF-8 text; save it as UTF-8") from None
+    try:
+        data = _loader(text)
+    except _Refused as exc:
+        raise refuse(f"holds {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ParameterError(
-            "params", f"params file {str(p)!r} is not valid YAML{where}."
-        ) from None
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise refuse(f"is not valid YAML{at}") from None
     if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ParameterError(
-            "params", f"params file {str(p)!r} must hold a mapping of parameter names to values."
+        raise refuse(
+            "is empty; write the parameters it sets (for example 'backend: lab'), "
+            "or leave out --params for every default"
         )
-    return {str(k): v for k, v in data.items()}
+    if not isinstance(data, dict):
+        raise refuse("must hold a mapping of parameter names to values")
+    for key in data:
+        if not isinstance(key, str):
+            raise refuse(f"has the key {echo(key)}, which is not a parameter name")
+    return dict(data)
 
 
 def params_from_file(path: str | Path, **overrides: Any) -> Params:
@@ -229,14 +473,86 @@ def replace(params: Params, **changes: Any) -> Params:
     return Params.from_mapping(values, source=params.source)
 
 
+# --- the notebook ------------------------------------------------------------------------------
+
+#: papermill's injected cell starts with this line (``PythonTranslator.comment("Parameters")``,
+#: papermill/translators.py; ``parameterize_notebook``'s default comment).
+INJECTED_HEADER = "# Parameters"
+
+
+def injected_names(history: Sequence[Any]) -> list[str]:
+    """The names papermill's injected-parameters cell assigned, from the kernel's input history.
+
+    papermill adds a cell tagged ``injected-parameters`` after the ``parameters`` cell: the
+    line :data:`INJECTED_HEADER`, then one ``name = literal`` per ``-p``/``-y``/``-f`` value
+    (black-formatted when black is installed). The kernel sees no tags, only the cells it ran
+    (IPython's ``_ih``), so the newest cell of exactly that shape is the injected one: a comment
+    header, then only assignments of literals to plain names. Empty when there is none (a
+    JupyterLab session, a run without parameters).
+    """
+    for source in reversed(history):
+        if not isinstance(source, str):
+            continue
+        lines = source.lstrip().splitlines()
+        if not lines or lines[0].strip() != INJECTED_HEADER:
+            continue
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError):
+            continue
+        names: list[str] = []
+        for stmt in tree.body:
+            if not (
+                isinstance(stmt, ast.Assign)
+                and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name)
+                and _is_literal(stmt.value)
+            ):
+                names = []
+                break
+            names.append(stmt.targets[0].id)
+        if names:
+            return names
+    return []
+
+
+def _is_literal(node: ast.expr) -> bool:
+    try:
+        ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    return True
+
+
+def notebook_values(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameter values a notebook's namespace holds, plus every name papermill injected.
+
+    An injected name the contract does not know (a typo in ``-p``) is kept, so that
+    :meth:`Params.from_mapping` refuses it with the nearest known name.
+    """
+    values = {n: namespace[n] for n in PARAMETER_NAMES if n in namespace}
+    history = namespace.get("_ih")
+    if isinstance(history, list):
+        for name in injected_names(history):
+            if name not in values and name not in PAPERMILL_NAMES:
+                values[name] = namespace.get(name)
+    return values
+
+
 __all__ = [
     "BACKENDS",
+    "ECHO_LIMIT",
     "LAB_DEFAULT_ACCOUNT",
     "PARAMETER_NAMES",
     "SCOPES",
     "ParameterError",
     "Params",
+    "echo",
+    "injected_names",
     "load_params_file",
+    "notebook_values",
     "params_from_file",
+    "parse_value",
     "replace",
+    "unknown_parameter",
 ]

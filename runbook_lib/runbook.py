@@ -25,7 +25,7 @@ from runbook_lib.ecs import describe_task_definition
 from runbook_lib.errors import PlanOutOfDate, RunbookError, StepOrder, WrongCause
 from runbook_lib.exists import check_names
 from runbook_lib.iam import RoleState, TrustCheck, check_trust, read_role
-from runbook_lib.params import PARAMETER_NAMES, Params
+from runbook_lib.params import Params, notebook_values
 from runbook_lib.plan import (
     ALREADY,
     Plan,
@@ -134,7 +134,7 @@ class Runbook:
 
         >>> Runbook.from_namespace({"backend": "lab"})  # doctest: +SKIP
         """
-        values = {n: namespace[n] for n in PARAMETER_NAMES if n in namespace}
+        values = notebook_values(namespace)  # with any unknown name papermill injected
         params = Params.from_mapping(values, source="the notebook's parameters")
         return cls(params, RunRecord.create(record_path))
 

@@ -15,7 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from runbook_lib.errors import EndpointUnreachable, RunbookError, WrongAccount
+from runbook_lib.errors import (
+    EndpointNotAws,
+    EndpointTlsError,
+    EndpointUnreachable,
+    RunbookError,
+    WrongAccount,
+)
 from runbook_lib.params import Params
 from runbook_lib.shows import Shows
 
@@ -200,23 +206,100 @@ def _stop_at_exit(lab: Any) -> None:
 
 
 def caller_identity(conn: Connection) -> Identity:
-    """``sts:GetCallerIdentity``, with a clear error when the endpoint does not answer."""
-    from botocore.exceptions import ConnectionError as BotoConnectionError
+    """``sts:GetCallerIdentity``, with one sentence for each way the endpoint can fail us.
 
+    - nobody answers (connection refused, a timeout, the connection closed):
+      :class:`EndpointUnreachable` with the reason;
+    - TLS fails: :class:`EndpointTlsError`, keeping OpenSSL's reason ("certificate verify
+      failed: self-signed certificate");
+    - something answers that is not AWS (an HTML page, another service's JSON): botocore raises
+      ``ResponseParserError``, a ``KeyError`` for the missing ``GetCallerIdentityResult``, or a
+      ``ClientError`` with code ``Unknown``: :class:`EndpointNotAws` with the status and type.
+
+    An error AWS itself sends (``InvalidClientTokenId``, ``ExpiredToken``) stays a ClientError:
+    its own sentence is the one to read.
+    """
+    from botocore.exceptions import ClientError, HTTPClientError, SSLError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.parsers import ResponseParserError
+
+    answer: dict[str, str] = {}
+
+    def note(response_dict: dict[str, Any], **_: Any) -> None:
+        headers = response_dict.get("headers") or {}
+        answer["status"] = str(response_dict.get("status_code", "?"))
+        answer["type"] = str(headers.get("content-type") or "no content type")
+
+    sts = conn.client("sts")
+    event = "before-parse.sts.GetCallerIdentity"
+    sts.meta.events.register(event, note)
     try:
-        who = conn.client("sts").get_caller_identity()
-    except BotoConnectionError as exc:
+        who = sts.get_caller_identity()
+        return Identity(
+            account=str(who["Account"]),
+            arn=str(who["Arn"]),
+            endpoint=conn.endpoint,
+            backend=conn.params.backend,
+        )
+    except SSLError as exc:
+        raise EndpointTlsError(
+            f"TLS with {conn.endpoint} failed: {_tls_reason(exc)}; "
+            + (
+                "a lab serves plain http://, so check endpoint_url."
+                if conn.params.is_lab
+                else "check AWS_CA_BUNDLE and any proxy that intercepts TLS."
+            )
+        ) from None
+    except (BotoConnectionError, HTTPClientError) as exc:
         raise EndpointUnreachable(
-            f"cannot reach {conn.endpoint}: {type(exc).__name__}. "
+            f"cannot reach {conn.endpoint}: {_network_reason(exc)}. "
             + (
                 "Is the lab still serving there?"
                 if conn.params.is_lab
                 else "Check the network and the region."
             )
         ) from None
-    return Identity(
-        account=str(who["Account"]),
-        arn=str(who["Arn"]),
-        endpoint=conn.endpoint,
-        backend=conn.params.backend,
+    except (ResponseParserError, KeyError, TypeError) as exc:
+        raise _not_aws(conn, answer) from exc
+    except ClientError as exc:
+        # botocore names an error it could not read after the HTTP status ("404") or "Unknown".
+        code = str(exc.response.get("Error", {}).get("Code") or "Unknown")
+        if "html" in answer.get("type", "") or code == "Unknown" or code.isdigit():
+            raise _not_aws(conn, answer) from exc
+        raise
+    finally:
+        sts.meta.events.unregister(event, note)
+
+
+def _not_aws(conn: Connection, answer: dict[str, str]) -> EndpointNotAws:
+    got = f"HTTP {answer.get('status', '?')}, {answer.get('type', 'no content type')}"
+    return EndpointNotAws(
+        f"{conn.endpoint} is not an AWS endpoint: it answered sts get-caller-identity with "
+        f"something else ({got}); "
+        + (
+            "check that endpoint_url is a lab's address (python -m runbook_lib.lab serve)."
+            if conn.params.is_lab
+            else "check the network (a proxy or a captive portal?)."
+        )
     )
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """OpenSSL's reason, e.g. ``certificate verify failed: self-signed certificate``."""
+    import re
+
+    text = str(exc)
+    found = re.search(r"\[SSL: [A-Z_]+\] ([^(]+?)\s*(\(_ssl\.c:\d+\))?$", text)
+    return found.group(1) if found else text
+
+
+def _network_reason(exc: BaseException) -> str:
+    """The operating system's reason (``Connection refused``) or botocore's class name."""
+    seen: set[int] = set()
+    cause: BaseException | None = getattr(exc, "kwargs", {}).get("error") or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.strerror:
+            return str(cause.strerror).lower()
+        cause = cause.__cause__ or cause.__context__
+    return type(exc).__name__

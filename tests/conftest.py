@@ -68,7 +68,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
         text=True,
     )
     assert process.stdout is not None
-    exports = [process.stdout.readline().rstrip("\n") for _ in range(4)]
+    exports = [process.stdout.readline().rstrip("\n") for _ in range(5)]
     try:
         yield Served(process, exports)
     finally:

@@ -403,10 +403,12 @@ def test_control_routes(lab: Lab, aws: Clients) -> None:
 
     def call(path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
         data = json.dumps(body).encode() if body is not None else None
+        post = data is not None or path.endswith("reset")
         request = urllib.request.Request(
             lab.endpoint_url + path,
-            data=data,
-            method="POST" if data is not None or path.endswith("reset") else "GET",
+            data=data if data is not None else (b"{}" if post else None),
+            method="POST" if post else "GET",
+            headers={"X-Lab-Token": lab.token, "Content-Type": "application/json"},
         )
         try:
             with urllib.request.urlopen(request) as answer:

@@ -28,13 +28,15 @@ def lab_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def test_serve_prints_the_export_lines_first(served: Served) -> None:
-    """The lab: the first four lines are shell exports for the endpoint, dummy keys, region."""
+    """The lab: the first five lines are shell exports for the endpoint, dummy keys, region and
+    the lab's token for its control routes."""
     names = [line.split("=", 1)[0] for line in served.exports]
     assert names == [
         "export AWS_ENDPOINT_URL",
         "export AWS_ACCESS_KEY_ID",
         "export AWS_SECRET_ACCESS_KEY",
         "export AWS_DEFAULT_REGION",
+        "export RUNBOOK_LAB_TOKEN",
     ]
     assert served.endpoint.startswith("http://127.0.0.1:")
     assert served.exports[3] == "export AWS_DEFAULT_REGION=us-west-2"
@@ -66,7 +68,7 @@ def test_the_workshop_commands_fix_carts(served: Served, tmp_path: Path) -> None
     script = textwrap.dedent(
         """\
         set -euo pipefail
-        eval "$(head -4 lab.env)"
+        eval "$(head -5 lab.env)"
         export ACCOUNT_ID=$(aws sts get-caller-identity --query Account --output text)
         export AWS_REGION=us-west-2
         cat > carts-dynamodb-policy.json << EOF
@@ -170,17 +172,29 @@ def test_serve_errors_are_one_line(
 
 
 def test_reset_command_resets_a_served_lab(served: Served, tmp_path: Path) -> None:
-    """The lab: 'reset' posts /_lab/reset to $AWS_ENDPOINT_URL."""
+    """The lab: 'reset' posts /_lab/reset to $AWS_ENDPOINT_URL with $RUNBOOK_LAB_TOKEN."""
     aws = Clients(served.endpoint)
     aws.iam.put_role_policy(
         RoleName="retailStoreEcsTaskRole",
         PolicyName="CartsDynamoPolicy",
         PolicyDocument=WORKSHOP_POLICY,
     )
-    done = lab_cli("reset", env={**clean_env(tmp_path), "AWS_ENDPOINT_URL": served.endpoint})
+    exports = dict(line.split(" ", 1)[1].split("=", 1) for line in served.exports)
+    done = lab_cli("reset", env={**clean_env(tmp_path), **exports})
     assert done.returncode == 0, done.stderr
     names = aws.iam.list_role_policies(RoleName="retailStoreEcsTaskRole")["PolicyNames"]
     assert "CartsDynamoPolicy" not in names
     nowhere = lab_cli("reset", env=clean_env(tmp_path))
     assert nowhere.returncode == 2
     assert nowhere.stderr.startswith("lab: no lab endpoint")
+    endpoint_only = {**clean_env(tmp_path), "AWS_ENDPOINT_URL": served.endpoint}
+    tokenless = lab_cli("reset", env=endpoint_only)
+    assert tokenless.returncode == 2
+    assert tokenless.stderr.startswith("lab: no lab token")
+    wrong = lab_cli("state", "--token", "0" * 32, env=endpoint_only)
+    assert wrong.returncode == 2
+    assert wrong.stderr.splitlines() == [
+        f"lab: {served.endpoint} answered HTTP 403 for /_lab/state: a wrong lab token: send the "
+        "X-Lab-Token header with the lab's token (RUNBOOK_LAB_TOKEN in the export lines of "
+        "'python -m runbook_lib.lab serve')"
+    ]

@@ -366,7 +366,11 @@ def test_aws_backend_keeps_credentials_out_of_every_output(
             ["backend=aws", "endpoint_url=http://127.0.0.1:5000"],
             "parameter 'endpoint_url' is only used with backend 'lab'",
         ),
-        (["account_id=123456789012"], "as text (in YAML, quote it); got 123456789012."),
+        (
+            ["account_id=123456789012"],
+            "as text; got the number 123456789012 (YAML reads 123456789012 as a number; quote it: "
+            "'123456789012').",
+        ),
         (
             ["task_role=arn:aws:iam::123456789012:role/retailStoreEcsTaskRole"],
             "parameter 'task_role' must be an IAM role name",

@@ -25,7 +25,7 @@ def test_policy_put_with_the_aws_cli_is_what_the_notebook_then_sees(
     (tmp_path / "lab.env").write_text("\n".join(lab.exports) + "\n")
     # The workshop's heredoc, as runbook_lib renders it (byte for byte the seed's file).
     script = (
-        'set -euo pipefail\neval "$(head -4 lab.env)"\n'
+        'set -euo pipefail\neval "$(head -5 lab.env)"\n'
         "export ACCOUNT_ID=$(aws sts get-caller-identity --query Account --output text)\n"
         "export AWS_REGION=us-west-2\n"
         f"cat > carts-dynamodb-policy.json << EOF\n{WORKSHOP_POLICY_TEMPLATE}EOF\n"

@@ -1,7 +1,9 @@
 """``python -m runbook_lib.lab``: serve a workshop lab in a terminal, or reset one.
 
-``serve`` prints four ``export`` lines first (endpoint, dummy keys, region) and flushes them, so a
-shell can take them with ``eval "$(head -4 lab.env)"``; then it serves until SIGINT or SIGTERM.
+``serve`` prints five ``export`` lines first (endpoint, dummy keys, region, the lab's token) and
+flushes them, so a shell can take them with ``eval "$(head -5 lab.env)"``; then it serves until
+SIGINT or SIGTERM. ``reset`` and ``state`` send the token (``$RUNBOOK_LAB_TOKEN``) with a JSON
+content type, as the lab's control routes require.
 Every error is one line on stderr starting with ``lab:``, and exit status 2.
 """
 
@@ -21,6 +23,7 @@ from typing import Any, NoReturn
 
 from runbook_lib.lab.config import SERVE_TIME_SCALE
 from runbook_lib.lab.errors import LabError
+from runbook_lib.lab.guard import TOKEN_ENV, TOKEN_HEADER
 from runbook_lib.params import ParameterError
 
 EXIT_ERROR = 2
@@ -29,6 +32,7 @@ EXPORT_ORDER = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_DEFAULT_REGION",
+    TOKEN_ENV,
 )
 
 
@@ -53,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="serve a fresh workshop lab until Ctrl-C",
-        description="Serve the broken workshop account on 127.0.0.1. Prints four export lines "
-        "(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION) "
-        "first, then serves until SIGINT or SIGTERM.",
+        description="Serve the broken workshop account on 127.0.0.1. Prints five export lines "
+        "(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, "
+        f"{TOKEN_ENV}) first, then serves until SIGINT or SIGTERM. It answers only requests "
+        "for its own loopback address, from no other web origin.",
     )
     serve.add_argument(
         "--port", type=int, default=0, help="port on 127.0.0.1 (default 0: a free one)"
@@ -103,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="the lab's endpoint (default: $AWS_ENDPOINT_URL)",
         )
+        sub.add_argument(
+            "--token",
+            metavar="TOKEN",
+            default=None,
+            help=f"the lab's token, printed by serve (default: ${TOKEN_ENV})",
+        )
     return parser
 
 
@@ -110,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
-    return control(args.command, args.endpoint)
+    return control(args.command, args.endpoint, args.token)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -159,19 +170,25 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def control(command: str, endpoint: str | None) -> int:
+def control(command: str, endpoint: str | None, token: str | None = None) -> int:
     url = (endpoint or os.environ.get("AWS_ENDPOINT_URL", "")).rstrip("/")
     if not url:
         _fail("no lab endpoint: pass --endpoint URL or set AWS_ENDPOINT_URL")
+    token = token or os.environ.get(TOKEN_ENV, "")
+    if not token:
+        _fail(f"no lab token: pass --token or set {TOKEN_ENV} (serve prints it with the exports)")
     method = "POST" if command == "reset" else "GET"
     request = urllib.request.Request(
-        f"{url}/_lab/{command}", method=method, data=b"" if method == "POST" else None
+        f"{url}/_lab/{command}",
+        method=method,
+        data=b"{}" if method == "POST" else None,
+        headers={TOKEN_HEADER: token, "Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
             state = json.loads(answer.read())
     except urllib.error.HTTPError as exc:
-        _fail(f"{url} answered HTTP {exc.code} for /_lab/{command}: is it a lab?")
+        _fail(f"{url} answered HTTP {exc.code} for /_lab/{command}: {_refusal(exc)}")
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         _fail(f"cannot reach the lab at {url}: {reason}")
@@ -180,3 +197,12 @@ def control(command: str, endpoint: str | None) -> int:
     else:
         print(json.dumps(state, indent=2))
     return 0
+
+
+def _refusal(exc: urllib.error.HTTPError) -> str:
+    """The lab's own sentence from an error answer, or a guess when it is not a lab."""
+    try:
+        said = json.loads(exc.read()).get("error")
+    except (ValueError, AttributeError, OSError):
+        said = None
+    return str(said) if said else "is it a lab?"

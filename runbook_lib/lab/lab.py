@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from runbook_lib.lab.clock import SteppedClock, make_clock
 from runbook_lib.lab.config import HISTORY_TIME_SCALE, LabConfig
 from runbook_lib.lab.errors import LabConfigError, LabError
 from runbook_lib.lab.faults import Faults
+from runbook_lib.lab.guard import TOKEN_ENV
 from runbook_lib.lab.logstream import LogWriter
 from runbook_lib.lab.runtime import Runtime
 from runbook_lib.lab.scheduler import ServiceScheduler
@@ -72,6 +74,8 @@ class Lab:
         #: IAM write actions clients sent since the lab was seeded, in order (the seed's own
         #: writes do not count).
         self.iam_writes: list[str] = []
+        #: The control routes' secret (``X-Lab-Token``): a web page cannot know it.
+        self.token = secrets.token_hex(16)
         self._server = LabServer(lambda: LabApp(self), port)
         self._stopped = False
 
@@ -211,12 +215,14 @@ class Lab:
         return self._server.port
 
     def env(self) -> dict[str, str]:
-        """Environment variables that point boto3 and the ``aws`` CLI at this lab."""
+        """Environment variables that point boto3 and the ``aws`` CLI at this lab, and
+        ``python -m runbook_lib.lab reset|state`` at its control routes (the token)."""
         return {
             "AWS_ENDPOINT_URL": self.endpoint_url,
             "AWS_ACCESS_KEY_ID": LAB_ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": LAB_SECRET_KEY,
             "AWS_DEFAULT_REGION": self.region,
+            TOKEN_ENV: self.token,
         }
 
     def reset(self) -> None:

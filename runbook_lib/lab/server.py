@@ -11,7 +11,12 @@ The wrapper (:class:`LabApp`)
   error shape (a client sees a ClientError it can handle, not an HTML page);
 - tells the lab which IAM action each request was, so that it can count the writes;
 - holds :data:`MOTO_LOCK` while moto works, because moto is not thread-safe and the
-  scheduler thread edits the same objects.
+  scheduler thread edits the same objects;
+- answers a request signed for a region moto cannot hold with AWS's own refusal ("Credential
+  should be scoped to a valid region"), never a 500;
+- is closed to web pages (:mod:`runbook_lib.lab.guard`): only its own loopback Host, no foreign
+  ``Origin``, no cross-site fetch, no CORS header on any answer, no unsigned AWS request, and
+  the control routes want a JSON body and the lab's token.
 
 :class:`LabServer` binds 127.0.0.1 only and leaves no thread or socket behind when it stops.
 """
@@ -26,12 +31,15 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 from html import escape
+from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from runbook_lib.lab.backends import MOTO_LOCK
 from runbook_lib.lab.errors import LabConfigError, PortInUse
 from runbook_lib.lab.faults import THROTTLED_SERVICES, ErrorResponse, throttling_error
+from runbook_lib.lab.guard import browser_refusal, control_refusal
+from runbook_lib.regions import aws_regions
 
 HOST = "127.0.0.1"
 StartResponse = Callable[..., Any]
@@ -42,6 +50,8 @@ class Controls(Protocol):
     """What the control routes drive (the :class:`~runbook_lib.lab.Lab`)."""
 
     account_id: str
+    #: The per-lab secret the control routes want in the ``X-Lab-Token`` header.
+    token: str
 
     def reset(self) -> None: ...
 
@@ -62,6 +72,16 @@ def signing_service(environ: dict[str, Any]) -> str:
     try:
         scope = auth.split("Credential=", 1)[1].split(",", 1)[0]
         return scope.split("/")[3].lower()
+    except IndexError:
+        return ""
+
+
+def signing_region(environ: dict[str, Any]) -> str:
+    """The region a SigV4-signed request is scoped to (its credential scope), or ``""``."""
+    auth = str(environ.get("HTTP_AUTHORIZATION", ""))
+    try:
+        scope = auth.split("Credential=", 1)[1].split(",", 1)[0]
+        return scope.split("/")[2]
     except IndexError:
         return ""
 
@@ -87,18 +107,55 @@ def query_action(environ: dict[str, Any]) -> str:
 
 def not_implemented_error(service: str, message: str) -> tuple[bytes, int, dict[str, str]]:
     """HTTP 501 ``NotImplemented`` in ``service``'s error shape (botocore does not retry it)."""
+    return service_error(service, 501, "NotImplemented", message)
+
+
+def service_error(
+    service: str, status: int, code: str, message: str, *, json_code: str | None = None
+) -> tuple[bytes, int, dict[str, str]]:
+    """An error in ``service``'s shape: query services (IAM, STS) XML, the others JSON."""
     if service in QUERY_SERVICES or service == "ec2":
         body = (
-            "<ErrorResponse><Error><Type>Sender</Type><Code>NotImplemented</Code>"
+            f"<ErrorResponse><Error><Type>Sender</Type><Code>{escape(code)}</Code>"
             f"<Message>{escape(message)}</Message></Error><RequestId>lab</RequestId></ErrorResponse>"
         ).encode()
-        return body, 501, {"Content-Type": "text/xml"}
-    body = json.dumps({"__type": "NotImplemented", "message": message}).encode()
-    return body, 501, {"Content-Type": "application/x-amz-json-1.1"}
+        return body, status, {"Content-Type": "text/xml"}
+    body = json.dumps({"__type": json_code or code, "message": message}).encode()
+    return body, status, {"Content-Type": "application/x-amz-json-1.1"}
+
+
+def region_error(service: str, region: str) -> tuple[bytes, int, dict[str, str]]:
+    """AWS's answer to a request signed for a region it does not have: HTTP 403,
+    ``SignatureDoesNotMatch`` from query services, ``InvalidSignatureException`` from JSON ones,
+    "Credential should be scoped to a valid region" (Amazon EKS user guide, "Pod containers
+    receive the following error", security-iam-troubleshoot-wrong-sts-endpoint; the ", not
+    'REGION'" form is what AWS sends, as SDK issues quote it)."""
+    return service_error(
+        service,
+        403,
+        "SignatureDoesNotMatch",
+        f"Credential should be scoped to a valid region, not {region!r}.",
+        json_code="InvalidSignatureException",
+    )
+
+
+def unsigned_error(environ: dict[str, Any]) -> tuple[bytes, int, dict[str, str]]:
+    """AWS's answer to a request without a signature (IAM API Reference, Common Errors:
+    ``MissingAuthenticationToken``, HTTP 403), in the JSON shape when ``X-Amz-Target`` says so."""
+    service = "dynamodb" if environ.get("HTTP_X_AMZ_TARGET") else "iam"
+    return service_error(
+        service,
+        403,
+        "MissingAuthenticationToken",
+        "The request must contain either a valid (registered) AWS access key ID or X.509 "
+        "certificate.",
+    )
 
 
 def backend_app(service: Any) -> Any:
-    """moto's Flask app for ``service``, with actions moto lacks answered by a 501."""
+    """moto's Flask app for ``service``: actions moto lacks answered by a 501, regions it
+    cannot hold by AWS's region error instead of a 500."""
+    from flask import request
     from moto.moto_server.werkzeug_app import create_backend_app
 
     app = create_backend_app(service)
@@ -106,6 +163,16 @@ def backend_app(service: Any) -> Any:
         NotImplementedError,
         lambda exc: not_implemented_error(str(service), f"the lab does not implement this: {exc}"),
     )
+
+    def unknown_region(exc: KeyError) -> Any:
+        # moto's AccountSpecificBackend raises KeyError(region) for a region botocore has no
+        # endpoint for; any other KeyError is a bug and stays a 500.
+        region = signing_region(request.environ)
+        if region and exc.args == (region,):
+            return region_error(signing_service(request.environ) or str(service), region)
+        raise exc
+
+    app.register_error_handler(KeyError, unknown_region)
     return app
 
 
@@ -119,10 +186,26 @@ class LabApp:
         self.moto = DomainDispatcherApplication(backend_app)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if str(environ.get("PATH_INFO", "")).startswith("/_lab/"):
+        refused = browser_refusal(environ)
+        if refused is not None:
+            return _json(start_response, 403, {"error": refused})
+        path = str(environ.get("PATH_INFO", ""))
+        if path.startswith("/_lab/"):
             return self._control(environ, start_response)
-        environ["HTTP_X_MOTO_ACCOUNT_ID"] = self.controls.account_id
+        if path.startswith("/moto-api"):
+            # moto's own dashboard and reset: the lab's control routes stand in for them.
+            return _json(start_response, 404, {"error": "no such route; the lab's are /_lab/*"})
         service = signing_service(environ)
+        if not service or "X-Amz-Credential=" in str(environ.get("QUERY_STRING", "")):
+            # boto3 and the aws CLI sign every call in the Authorization header; a request
+            # without one (or signed in a URL a page could embed) is refused as AWS would.
+            return _send_shaped(start_response, unsigned_error(environ))
+        region = signing_region(environ)
+        if region not in aws_regions():
+            # AWS refuses a credential scoped to a region it does not have, for every service
+            # (global ones too); moto would answer IAM and STS, and 500 the regional services.
+            return _send_shaped(start_response, region_error(service, region))
+        environ["HTTP_X_MOTO_ACCOUNT_ID"] = self.controls.account_id
         operation = query_action(environ) if service in QUERY_SERVICES else json_operation(environ)
         if service in THROTTLED_SERVICES and self.controls.throttle_now():
             error = throttling_error(service, operation, self.controls.request_id())
@@ -145,12 +228,17 @@ class LabApp:
                     close()
             self.controls.after_request(service, operation)
         status, headers, exc_info = captured
-        start_response(status, headers, exc_info)
+        # moto (flask-cors) allows any origin; the lab allows none (AWS-FACTS §11).
+        kept = [(k, v) for k, v in headers if not k.lower().startswith("access-control-")]
+        start_response(status, kept, exc_info)
         return [body]
 
     # --- /_lab/ -----------------------------------------------------------------------------
 
     def _control(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        refused = control_refusal(environ, self.controls.token)
+        if refused is not None:
+            return _json(start_response, refused[0], {"error": refused[1]})
         method = str(environ.get("REQUEST_METHOD", "GET"))
         path = str(environ.get("PATH_INFO", "")).rstrip("/")
         try:
@@ -185,10 +273,20 @@ def _read_json(environ: dict[str, Any]) -> dict[str, Any]:
 
 def _json(start_response: StartResponse, status: int, data: dict[str, Any]) -> list[bytes]:
     body = json.dumps(data, default=str).encode()
-    reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}[status]
     start_response(
-        f"{status} {reason}",
+        f"{status} {HTTPStatus(status).phrase}",
         [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+
+
+def _send_shaped(
+    start_response: StartResponse, answer: tuple[bytes, int, dict[str, str]]
+) -> list[bytes]:
+    body, status, headers = answer
+    start_response(
+        f"{status} {HTTPStatus(status).phrase}",
+        [*headers.items(), ("Content-Length", str(len(body)))],
     )
     return [body]
 
