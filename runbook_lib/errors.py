@@ -51,4 +51,8 @@ class StepOrder(RunbookError):
 
 class PlanOutOfDate(RunbookError):
     """IAM changed between the plan and the write: nothing was written; the plan must be made
-    again (the new diff is shown with the error)."""
+    again. ``diff`` is what the write would now change (shown with the error)."""
+
+    def __init__(self, message: str, diff: str = "") -> None:
+        super().__init__(message)
+        self.diff = diff

@@ -11,6 +11,7 @@ cell to run (:class:`~runbook_lib.errors.StepOrder`) before anything is written.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -244,8 +245,6 @@ class Runbook:
 
     def _target(self, account: str) -> dict[str, Any]:
         """What this run writes to: a later run on the same target reads this run's record."""
-        import os
-
         p = self.params
         if p.is_lab:
             endpoint = p.endpoint_url or "embedded"  # a lab in the kernel dies with the run
@@ -479,9 +478,7 @@ class Runbook:
                 f"What apply would now change ({describe_state(write.found, write.name)}):", change
             )
         )
-        error = PlanOutOfDate(write.outcome())
-        error.diff = change  # type: ignore[attr-defined]
-        return error
+        return PlanOutOfDate(write.outcome(), change)
 
     def _apply_button(self) -> Any:
         """The Apply button; when IAM changed since the plan it turns into "Re-plan", which
@@ -519,7 +516,7 @@ class Runbook:
                 button.button_style = "success"
                 button.description = f"Applied {name}"
             except PlanOutOfDate as exc:
-                change = getattr(exc, "diff", "")
+                change = exc.diff
                 out.value = (
                     f'<p style="color:#a15c00"><b>{escape(str(exc))}</b></p>'
                     f"<pre>{escape(change)}</pre>"

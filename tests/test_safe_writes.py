@@ -89,7 +89,7 @@ def test_a_policy_written_between_plan_and_apply_is_not_overwritten(
     message = str(refused.value)
     assert message.startswith(f"Nothing written: {POLICY} on {ROLE} changed since the plan")
     assert "run the plan cell again" in message and "\n" not in message
-    change = refused.value.diff  # type: ignore[attr-defined]
+    change = refused.value.diff
     assert '-        "s3:GetObject"' in change and '+        "dynamodb:*"' in change
     assert fresh.iam_writes == ["PutRolePolicy"]  # theirs only
     assert same_policy(inline_policies(aws)[POLICY], THEIRS)
