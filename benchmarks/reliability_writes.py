@@ -60,10 +60,13 @@ class Cases:
         self.workdir = workdir
         self.add = add
         self.aws = Clients(lab.endpoint_url, lab=lab)
+        self.count = 0
 
     def run(self, **values: Any) -> Runbook:
+        """A run on a freshly reset lab, in an output folder of its own."""
         self.lab.reset()
-        run: Runbook = in_process_run(self.lab, self.workdir, **values)
+        self.count += 1
+        run: Runbook = in_process_run(self.lab, self.workdir / f"case-{self.count}", **values)
         return run
 
     def theirs(self) -> None:
@@ -233,7 +236,8 @@ class Cases:
             svc = ecs.services[f"{self.lab.params.cluster}:{self.lab.params.service}"]
             svc.deployments[0]["rolloutState"] = "FAILED"
             failed = str(svc.deployments[0]["id"])
-        run: Runbook = in_process_run(self.lab, self.workdir, apply=apply)
+        self.count += 1
+        run: Runbook = in_process_run(self.lab, self.workdir / f"case-{self.count}", apply=apply)
         through_checks(run)
         planned = run.plan()
         run.apply()

@@ -106,12 +106,10 @@ class Unfinished(Shows):
             return [f"The previous run on {self.policy_name}, {newest.where()}, wrote nothing."]
         name = self.policy_name
         lines = [f"An earlier run wrote {name} on {self.role} and did not finish: {first.where()}."]
-        if len(self.runs) > 1:
-            lines.append(
-                "Runs since, also unfinished: "
-                + ", ".join(r.where() for r in self.runs if r is not first)
-                + "."
-            )
+        since = [r.where() for r in self.runs if r is not first]
+        if since:
+            shown = ", ".join(since[:3]) + (f" and {len(since) - 3} more" if len(since) > 3 else "")
+            lines.append(f"Runs since, also unfinished: {shown}.")
         lines.append(
             f"Before it, the role held {describe_state(self.original, name)}"
             + (": the document it replaced is below." if self.original is not None else ".")
@@ -177,8 +175,8 @@ def unfinished_runs(
     role, name = str(target.get("role")), str(target.get("policy_name"))
     chain: list[EarlierRun] = []
     for run_id, rec in records:
-        if not same_target(rec.get("target"), target):
-            continue
+        if not same_target(rec.get("target"), target) or rec.get("alive"):
+            continue  # another policy, or a run still going on beside this one
         outcome = str(rec.get("outcome"))
         if outcome not in UNFINISHED:
             break

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -76,6 +77,9 @@ class RunRecord:
             "run_id": run_id_of(where),
             "started_at": now.isoformat(timespec="seconds"),
             "started_epoch": now.timestamp(),
+            # Which process writes the record: a later run can tell a run still going from one
+            # that was cut off (both say "in progress").
+            "process": {"host": socket.gethostname(), "pid": os.getpid()},
             "outcome": "in progress",
             "failed_step": None,
             "error": None,
@@ -148,6 +152,9 @@ def earlier_records(record_path: Path) -> list[tuple[str, dict[str, Any]]]:
     """The records of the runs that started before this one under the same ``--out``, newest
     first, as (run id, record). The one place that knows where runs keep their records.
 
+    A record "in progress" whose process still runs on this machine gets ``alive: true``: that
+    run is going on beside this one, not cut off.
+
     Empty when this record is not in a run's own folder (then no history is kept beside it). A
     record that cannot be read (a run killed while writing it leaves only the previous complete
     one, thanks to the atomic save) is skipped.
@@ -169,6 +176,7 @@ def earlier_records(record_path: Path) -> list[tuple[str, dict[str, Any]]]:
         stamp = folder.name.split("-", 1)[0]
         if (stamp, started) > (mine.split("-", 1)[0], my_start):
             continue  # a run that started after this one
+        data["alive"] = data.get("outcome") == "in progress" and _alive(data.get("process"))
         found.append(((stamp, started), folder.name, data))
     found.sort(key=lambda item: (item[0], item[1]), reverse=True)
     return [(run_id, data) for _, run_id, data in found]
@@ -180,3 +188,20 @@ def _read(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _alive(process: Any) -> bool:
+    """Whether the process that wrote a record still runs here (a pid can be reused: a live
+    pid is a hint, a dead one is certain)."""
+    if not isinstance(process, dict) or process.get("host") != socket.gethostname():
+        return False
+    pid = process.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -211,7 +211,8 @@ def race_direct(lab: Lab, truth: Clients, out: Path, rounds: int, first_seed: in
                 RoleName=ROLE, PolicyName=POLICY, PolicyDocument=json.dumps({**THEIRS, "Id": "o"})
             )
         turns, seen = Turns(seed), Seen()
-        run = gated_runbook(lab, out, turns, truth, seen, "runbook", rollback=rng.random() < 0.5)
+        here = out / f"round-{seed}"  # each round a learner of its own: no earlier runs
+        run = gated_runbook(lab, here, turns, truth, seen, "runbook", rollback=rng.random() < 0.5)
         hook(direct, turns, truth, seen, "direct")
         order = turns.run(
             Writer("runbook", runbook_body(run, truth, seen, "runbook")),
@@ -237,10 +238,11 @@ def race_runbooks(
         rng = random.Random(seed)
         lab.reset()
         turns, seen = Turns(seed), Seen()
-        a = gated_runbook(lab, out, turns, truth, seen, "workshop", rollback=rng.random() < 0.3)
+        here = out / f"round-{seed}"  # both runs share it: each sees the other's record
+        a = gated_runbook(lab, here, turns, truth, seen, "workshop", rollback=rng.random() < 0.3)
         b = gated_runbook(
             lab,
-            out,
+            here,
             turns,
             truth,
             seen,

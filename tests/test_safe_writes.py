@@ -15,6 +15,8 @@ the lab's stepped clock, so its waits are the lab's time passing, the same on an
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -388,10 +390,16 @@ def test_the_undo_and_the_replaced_document_are_on_disk_before_the_write_is_sent
 
 
 def cut_off_after_apply(lab: Lab, out: Path, **values: Any) -> Runbook:
-    """A run that wrote and then stopped (killed: its record stays 'in progress')."""
+    """A run that wrote and then stopped, killed: its record stays 'in progress', and the
+    process that wrote it is gone (here: the id of a process that has ended)."""
     run = through_checks(runbook(lab, out, **values))
     run.plan()
     run.apply()
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    run.record.data["process"]["pid"] = int(ended.stdout)
+    run.record.save()
     return run
 
 
@@ -483,6 +491,7 @@ def test_only_unfinished_runs_on_the_same_target_count() -> None:
         return {"outcome": outcome, "target": {**target, **target_changes}, "writes": [wrote]}
 
     assert unfinished_runs([], target) is None
+    assert unfinished_runs([("a", {**rec("in progress"), "alive": True})], target) is None
     assert unfinished_runs([("a", rec("fixed: carts is RUNNING"))], target) is None
     found = unfinished_runs([("b", rec("interrupted")), ("a", rec("in progress"))], target)
     assert found is not None and [r.run_id for r in found.runs] == ["b", "a"]
@@ -510,6 +519,8 @@ def test_earlier_records_are_the_runs_before_this_one_newest_first(tmp_path: Pat
     (tmp_path / "latest").symlink_to(records[-1].path.parent.name)
     found = earlier_records(records[-1].path)
     assert [rid for rid, _ in found] == [records[1].data["run_id"], records[0].data["run_id"]]
+    # Written by this process, which still runs: going on beside this run, not cut off.
+    assert all(data["alive"] for _, data in found)
     assert earlier_records(records[0].path) == []
     assert earlier_records(tmp_path / "flat.record.json") == []
 
