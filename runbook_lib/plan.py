@@ -441,16 +441,18 @@ def rollback(
 ) -> RollbackResult:
     """Restore ``target`` only if the policy holds one of ``expect`` (what the run wrote).
 
-    The policy is read until it shows an expected state or the target, for a bounded time (a
-    read may lag a write). Anything else: refused, IAM left alone. ``on_change`` records the
+    The policy is read until it shows an expected state, for a bounded time (a read may lag a
+    write); a policy that still shows the target after that is left as it is. Anything else: refused, IAM left alone. ``on_change`` records the
     write before it is sent; after it, the policy is read back, again for a bounded time.
     """
+    # Wait for what the run wrote, not for the target: right after a write, a lagging read
+    # shows the state before it, which is often the very target.
     now, _ = read_until(
         lambda: read_policy(iam, role, name),
-        lambda doc: same_state(doc, target) or any(same_state(doc, e) for e in expect),
+        lambda doc: any(same_state(doc, e) for e in expect),
         clock,
     )
-    if same_state(now, target):
+    if same_state(now, target) and not any(same_state(now, e) for e in expect):
         return RollbackResult(role, name, "nothing", True, restores, target, now, ALREADY)
     if not any(same_state(now, e) for e in expect):
         return RollbackResult(role, name, "refused", False, restores, target, now)

@@ -414,9 +414,8 @@ class Runbook:
         return self._write()
 
     def _write(self) -> Note:
-        """Send the plan's writes in order, each checked just before it is sent (nothing is
-        written when IAM moved since the plan), recorded with its undo before it is sent, and
-        read back after."""
+        """Send the plan's writes in order, each recorded with its undo, then checked just before
+        it is sent (nothing is written when IAM moved since the plan), and read back after."""
         the_plan = self._plan_to_apply()
         with self._step("apply") as rec:
             c = self.connection
@@ -426,6 +425,9 @@ class Runbook:
             self.baseline = baseline
             for write in the_plan.pending:
                 client = c.client("iam" if isinstance(write, PolicyWrite) else "ecs")
+                # The undo and what the write replaces go on disk first, so that nothing but
+                # one read stands between the check and the write (the window IAM leaves open).
+                self._sending(write)
                 if not write.check(client):
                     self._save_writes()
                     rec.update(written=False, writes=[w.record() for w in the_plan.writes])
@@ -434,7 +436,6 @@ class Runbook:
                         raise self._out_of_date(write)
                     continue  # the deployment moved on by itself: not needed
                 self.rollback_result = None  # a new write: a rollback may take it back again
-                self._sending(write)
                 write.send(client, c.clock)
                 write.confirm(client, c.clock)
                 self._save_writes()

@@ -7,8 +7,8 @@ knows how to:
 
 - **check** the world still holds what the plan saw, just before sending (Terraform's "refresh
   before apply"); when it does not, nothing is sent and the plan must be made again;
-- **send** itself (the caller records the undo *before* this, so a run killed at any point leaves
-  the replaced document in its record);
+- **send** itself (the caller records the undo *before* the check, so a run killed at any point
+  leaves the replaced document in its record, and only the check's read precedes the write);
 - **confirm** by reading back, retrying for a bounded time because IAM reads can lag a write
   (AWS-FACTS.md section 7), and say who won when IAM holds something else;
 - describe its command, its undo (or why it has none) and its record, so that the record, the

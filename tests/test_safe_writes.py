@@ -37,7 +37,7 @@ from helpers import (
 
 from runbook_lib.errors import PlanOutOfDate, RunbookError, StepOrder
 from runbook_lib.lab import Lab
-from runbook_lib.plan import unfinished_runs
+from runbook_lib.plan import rollback, unfinished_runs
 from runbook_lib.policy import policy_hash, same_policy
 from runbook_lib.record import earlier_records
 from runbook_lib.runbook import Runbook
@@ -115,7 +115,8 @@ def test_a_policy_written_between_plan_and_apply_is_not_overwritten(
     rec = on_disk(run)
     assert rec["outcome"] == "in progress" and rec["failed_step"] is None  # resolved by re-running
     assert rec["resolved"][0]["step"] == "apply"
-    assert same_policy(rec["writes"][0]["before"]["document"], THEIRS)
+    assert [w["state"] for w in rec["writes"]] == ["refused", "written"]
+    assert same_policy(rec["writes"][1]["before"]["document"], THEIRS)
 
 
 def test_apply_button_turns_into_replan_and_shows_the_new_diff(
@@ -209,6 +210,9 @@ class StaleIAM:
     def put_role_policy(self, RoleName: str, PolicyName: str, PolicyDocument: str) -> None:
         self.doc = json.loads(PolicyDocument)
 
+    def delete_role_policy(self, RoleName: str, PolicyName: str) -> None:
+        self.doc = None
+
     def get_role_policy(self, RoleName: str, PolicyName: str) -> dict[str, Any]:
         self.reads += 1
         doc = self.old if self.reads <= self.lag else self.doc
@@ -249,6 +253,19 @@ def test_a_read_stale_for_longer_than_the_bound_is_called_a_mismatch() -> None:
     assert 15.0 <= clock.t < 20.0 and same_policy(write.found or {}, THEIRS)
     value, reads = read_until(lambda: 1, lambda v: v == 2, clock, limit_s=3.0)
     assert value == 1 and reads == 4  # at 0, 0.5, 1.5 and 3.5 s: the bound is kept
+
+
+def test_rollback_right_after_the_write_waits_out_a_lagging_read() -> None:
+    """Just after the write a read may still show the state before it, which is the state the
+    rollback would restore: that is no reason to skip the rollback."""
+    ours = json.loads(WORKSHOP_POLICY)
+    iam, clock = StaleIAM(0, None), StillClock()
+    PolicyWrite(ROLE, POLICY, None, ours).send(iam, clock)
+    iam.lag = iam.reads + 3  # the next three reads show the policy as before the write
+    sent: list[str] = []
+    result = rollback(iam, clock, ROLE, POLICY, None, [ours], lambda w: sent.append(w.state))
+    assert result.done == "deleted" and result.matches_before and iam.doc is None
+    assert sent == ["planned", "written"] and clock.t < 15.0
 
 
 # --- rollback only what is still ours -----------------------------------------------------------
