@@ -388,6 +388,8 @@ class RollbackResult(Shows):
     found: dict[str, Any] | None = None
     reason: str = ""
     write: PolicyWrite | None = None
+    #: What the rollback leaves as it is, and why (a new deployment cannot be undone).
+    notes: tuple[str, ...] = ()
 
     def sentence(self) -> str:
         name, role = self.policy_name, self.role
@@ -423,10 +425,12 @@ class RollbackResult(Shows):
             rec["found"] = state_record(self.found)
         if self.write is not None:
             rec["write"] = self.write.record()
+        if self.notes:
+            rec["notes"] = list(self.notes)
         return rec
 
     def __str__(self) -> str:
-        return self.sentence()
+        return " ".join([self.sentence(), *self.notes])
 
 
 def rollback(

@@ -645,6 +645,12 @@ class Runbook:
                     self._save_writes_of,
                     restores,
                 )
+            kept = tuple(
+                f"Left as it is: {w.command} ({w.undo_note})"
+                for w in self.writes
+                if isinstance(w, DeploymentWrite) and w.sent
+            )
+            result = replace(result, notes=kept)
             self.rollback_result = result
             rec.update(result.record())
             if result.done == "refused" or not result.matches_before:

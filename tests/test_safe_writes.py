@@ -585,7 +585,7 @@ def test_a_failed_deployment_gets_a_second_write_shown_gated_recorded(
     run.apply()  # apply: false: nothing is sent
     assert primary(aws)["id"] == failed and fresh.iam_writes == []
     # With apply allowed, both writes go, in order; the record and the summary list both.
-    run = through_checks(runbook(fresh, tmp_path))
+    run = through_checks(runbook(fresh, tmp_path, rollback=True))
     run.plan()
     note = run.apply()
     assert "Started deployment" in str(note) and "Cannot be undone" in str(note)
@@ -598,6 +598,8 @@ def test_a_failed_deployment_gets_a_second_write_shown_gated_recorded(
     assert deploy["undo"] is None and deploy["undo_note"].startswith("Cannot be undone")
     assert deploy["failed_deployment"] == failed and deploy["new_deployment"] == new["id"]
     run.watch()
+    rolled = run.rollback()
+    assert f"Left as it is: {command} (Cannot be undone" in str(rolled)
     summary = str(run.summary())
     assert f"Also wrote (written): {command}." in summary
 
