@@ -4,7 +4,6 @@ runbook against a direct put-role-policy, and two runbooks with different scopes
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +17,7 @@ from runbook_lib.lab import Lab
 LAB_SEED = 13
 ROUNDS = 20
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_botocore_loader() -> Iterator[None]:
-    """Every run here makes a new boto3 session: let them share botocore's data loader (it only
-    reads and caches botocore's model files, so no answer changes; see moto_patches.py)."""
-    from runbook_lib.lab.moto_patches import shared_botocore_loader
-
-    with shared_botocore_loader():
-        yield
+pytestmark = pytest.mark.usefixtures("one_botocore_loader")
 
 
 def test_runbook_against_a_direct_put_at_a_random_point(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +64,7 @@ def their_doc() -> dict[str, Any]:
     return found
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_botocore_loader() -> Iterator[None]:
-    """Every run here makes a new boto3 session: let them share botocore's data loader (it only
-    reads and caches botocore's model files, so no answer changes; see moto_patches.py)."""
-    from runbook_lib.lab.moto_patches import shared_botocore_loader
-
-    with shared_botocore_loader():
-        yield
+pytestmark = pytest.mark.usefixtures("one_botocore_loader")
 
 
 # --- compare-and-swap ---------------------------------------------------------------------------
