@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -38,6 +40,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from runbook_lib.history import latest_run
+from runbook_lib.history import runs as run_folders
 from runbook_lib.lab import Lab
 from runbook_lib.params import LAB_DEFAULT_ACCOUNT, ParameterError, Params, params_from_file
 from runbook_lib.policy import render_policy, same_policy
@@ -154,7 +158,7 @@ class Matrix:
             cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=self.env(aws_endpoint)
         )
         out.mkdir(exist_ok=True)
-        return CliRun(proc, _record(out), out)
+        return CliRun(proc, _record(out), _run_dir(out))
 
     def inline(self) -> dict[str, Any]:
         names = self.iam.list_role_policies(RoleName=ROLE)["PolicyNames"]
@@ -226,7 +230,8 @@ class Matrix:
             run.proc.returncode == 2
             and len(lines) == 1
             and phrase in run.stderr
-            and not (run.out / f"{STEM}.ipynb").exists()
+            # refused before a run folder (or a kernel) existed
+            and run_folders(self.workdir / f"run{self.runs:02d}") == []
             and not run.leaks()
         )
         observed = f"exit {run.proc.returncode}: {lines[-1] if lines else ''}"
@@ -329,7 +334,7 @@ class Matrix:
         handled = (
             run.short_failure()
             and run.record.get("failed_step") == "diagnose"
-            and diag.get("cause") == "execution-role"
+            and diag.get("cause") == {"pull": "image-pull"}.get(fault, "execution-role")
             and "execution role" in run.stderr
             and self.inline() == before
             and not run.leaks()
@@ -373,7 +378,9 @@ class Matrix:
             dying.stop()
         stdout, stderr = proc.communicate(timeout=120)
         run = CliRun(
-            subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr), _record(out), out
+            subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr),
+            _record(out),
+            _run_dir(out),
         )
         undo = f"aws iam delete-role-policy --role-name {ROLE} --policy-name {POLICY}"
         handled = (
@@ -598,7 +605,7 @@ class Matrix:
             proc.returncode == 2
             and len(lines) == 1
             and phrase in proc.stderr
-            and not (out / f"{STEM}.ipynb").exists()
+            and run_folders(out) == []  # refused before a run folder (or a kernel) existed
         )
         observed = f"exit {proc.returncode}: {lines[-1] if lines else ''}"
         writes = len(self.lab.iam_writes) - before
@@ -768,9 +775,188 @@ class Matrix:
             )
         )
 
+    # --- the command's own edges -----------------------------------------------------------------
+
+    def command(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The real CLI with these arguments (no ``-p`` added), credentials in its environment."""
+        cmd = [sys.executable, "-m", "runbook_lib", "run", *args]
+        return subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=self.env()
+        )
+
+    def bad_path(self, name: str, args: list[str], phrase: str, out: Path) -> None:
+        """``--out`` or ``--params`` unusable: exit 2, one sentence, before a kernel or a run
+        folder exists."""
+        before = len(self.lab.iam_writes)
+        made_before = sorted(out.iterdir()) if out.is_dir() else None
+        proc = self.command(*args, "-p", f"endpoint_url={self.lab.endpoint_url}")
+        lines = proc.stderr.strip().splitlines()
+        handled = (
+            proc.returncode == 2
+            and len(lines) == 1
+            and phrase in lines[0]
+            and "Traceback" not in proc.stderr
+            and (sorted(out.iterdir()) if out.is_dir() else None) == made_before
+        )
+        observed = f"exit {proc.returncode}: {lines[-1] if lines else ''}"
+        observed = observed.replace(str(self.workdir), "…")
+        self.add(
+            Case(
+                name,
+                "exit 2, one sentence, no kernel",
+                observed,
+                len(self.lab.iam_writes) - before,
+                handled,
+                True,
+            )
+        )
+
+    def command_edges(self) -> None:
+        taken = self.workdir / "a-file"
+        taken.write_text("somebody's file\n")
+        self.bad_path("CLI --out is an existing file", ["--out", str(taken)], "is a file", taken)
+        locked = self.workdir / "read-only"
+        locked.mkdir()
+        locked.chmod(0o555)
+        immutable = os.geteuid() == 0 and (
+            subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode == 0
+        )
+        try:
+            self.bad_path(
+                "CLI --out is a read-only folder",
+                ["--out", str(locked)],
+                "cannot be written",
+                locked,
+            )
+        finally:
+            if immutable:
+                subprocess.run(["chattr", "-i", str(locked)], check=True)
+        out = self.workdir / "never"
+        for name, params, phrase in (
+            ("CLI --params /bin/ls (a binary file)", "/bin/ls", "is binary"),
+            ("CLI --params is a folder", str(self.workdir), "cannot read params file"),
+        ):
+            self.bad_path(name, ["--params", params, "--out", str(out)], phrase, out)
+
+    def history_and_no_html(self) -> None:
+        """Two runs into one --out, the second with --no-html: both kept, latest the second."""
+        self.fresh()
+        out = self.workdir / "history"
+        endpoint = ["-p", f"endpoint_url={self.lab.endpoint_url}"]
+        first = self.command("--out", str(out), *endpoint)
+        run1 = latest_run(out)
+        record1 = (run1 / f"{STEM}.record.json").read_bytes() if run1 else b""
+        second = self.command("--out", str(out), "--no-html", *endpoint)
+        run2 = latest_run(out)
+        kept = (
+            run1 is not None
+            and run2 is not None
+            and run1 != run2
+            and (run1 / f"{STEM}.record.json").read_bytes() == record1
+            and (run1 / f"{STEM}.html").exists()
+        )
+        no_html = (
+            run2 is not None
+            and not (run2 / f"{STEM}.html").exists()
+            and "html:" not in second.stdout
+        )
+        handled = first.returncode == 0 and second.returncode == 0 and kept and no_html
+        observed = (
+            f"exits {first.returncode}, {second.returncode}; first run kept: {kept}; "
+            f"second: no HTML file or path: {no_html}; latest -> the second: "
+            f"{run2 is not None and run2 != run1}"
+        )
+        self.add(
+            Case(
+                "a second run into the same --out, with --no-html",
+                "both runs kept; latest the second; no HTML path",
+                observed,
+                len(self.lab.iam_writes),
+                handled,
+                False,
+            )
+        )
+
+    def ctrl_c_in_watch(self) -> None:
+        """SIGINT to the CLI while it watches a lab at AWS's pace (the watch lasts a minute)."""
+        from runbook_lib.lab import LabConfig
+
+        slow = Lab.start(Params(account_id=OTHER_ACCOUNT), LabConfig(time_scale=1.0))
+        out = self.workdir / "interrupted"
+        try:
+            cmd = [sys.executable, "-m", "runbook_lib", "run", "--out", str(out)]
+            cmd += [
+                "-p",
+                f"endpoint_url={slow.endpoint_url}",
+                "-p",
+                f"account_id='{OTHER_ACCOUNT}'",
+            ]
+            proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=self.env(),
+            )
+            seen: list[str] = []
+            in_watch = threading.Event()
+
+            def read_stderr() -> None:
+                assert proc.stderr is not None
+                while chunk := proc.stderr.read(1):
+                    seen.append(chunk)
+                    if "  watch" in "".join(seen[-40:]):
+                        in_watch.set()
+                in_watch.set()
+
+            reader = threading.Thread(target=read_stderr, daemon=True)
+            reader.start()
+            in_watch.wait(timeout=120)  # the progress line of the watch step is out
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=120)
+            reader.join(timeout=30)
+            stderr = "".join(seen)
+            writes = list(slow.iam_writes)
+        finally:
+            slow.stop()
+        record = _record(out)
+        undo = f"aws iam delete-role-policy --role-name {ROLE} --policy-name {POLICY}"
+        said = [line for line in stderr.splitlines() if "interrupted in" in line]
+        handled = (
+            proc.returncode == 130
+            and "Traceback" not in stderr
+            and len(said) == 1
+            and undo in said[0]
+            and record.get("outcome") == "interrupted"
+            and record.get("failed_step") == "watch"
+            and record.get("undo") == undo
+            and writes == ["PutRolePolicy"]
+        )
+        observed = (
+            f"exit {proc.returncode}; record {record.get('outcome')} in "
+            f"{record.get('failed_step')}, undo {'kept' if record.get('undo') == undo else 'missing'}"
+            f"; {said[0].removeprefix('carts-runbook: ').split(' (record')[0] if said else stderr[-120:]}"
+        )
+        self.add(
+            Case(
+                "Ctrl-C while the run watches",
+                "exit 130, one line, record interrupted with the undo",
+                observed,
+                len(writes),
+                handled,
+                False,
+            )
+        )
+
+
+def _run_dir(out: Path) -> Path:
+    """The newest run's folder under ``--out`` (``out/latest``); ``out`` when no run started."""
+    return latest_run(out) or out
+
 
 def _record(out: Path) -> dict[str, Any]:
-    path = out / f"{STEM}.record.json"
+    path = _run_dir(out) / f"{STEM}.record.json"
     try:
         return json.loads(path.read_text()) if path.exists() else {}
     except json.JSONDecodeError:
@@ -1103,6 +1289,9 @@ def main() -> int:
             lambda: m.plan_only("lab"),
             lambda: m.plan_only("aws"),
             m.aws_writes_and_rolls_back,
+            m.command_edges,
+            m.history_and_no_html,
+            m.ctrl_c_in_watch,
         ]
         for name, values, param, phrase in STRICT_VALUES:
             steps.append(partial(m.bad_value, name, values, param, phrase))

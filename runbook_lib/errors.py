@@ -44,6 +44,15 @@ class WatchTimeout(RunbookError):
     """No carts task reached a settled RUNNING state in time."""
 
 
+class DeploymentFailed(RunbookError):
+    """The service's deployment is FAILED: ECS starts no new task until a new deployment."""
+
+
+class Blocked(RunbookError):
+    """A policy the run cannot change (a permissions boundary, an SCP) would keep carts denied
+    after the write: the run stops before writing."""
+
+
 class StepOrder(RunbookError):
     """A cell ran before the cells it needs (or after one that ends what it could do); the
     message names the cell to run. Nothing was written."""

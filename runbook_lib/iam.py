@@ -26,7 +26,8 @@ def _doc(value: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RoleState:
-    """What IAM says about a role: trust policy, inline and attached managed policies."""
+    """What IAM says about a role: trust policy, inline and attached managed policies, and its
+    permissions boundary (a managed policy's ARN and its default version's document)."""
 
     name: str
     arn: str
@@ -34,6 +35,8 @@ class RoleState:
     trust_policy: dict[str, Any]
     inline: dict[str, dict[str, Any]]
     attached: dict[str, dict[str, Any]]  # policy ARN -> default version's document
+    boundary_arn: str | None = None
+    boundary: dict[str, Any] | None = None
 
     def effective_policies(self) -> dict[str, dict[str, Any]]:
         """Every identity policy of the role, named as the runbook shows them."""
@@ -42,11 +45,34 @@ class RoleState:
             out[arn.rsplit("/", 1)[-1] + " (managed)"] = doc
         return out
 
+    def policies_with(self, name: str, document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The identity policies once ``put-role-policy`` has put ``document`` as the inline
+        policy ``name`` (it replaces a same-named inline policy, and only that)."""
+        out = self.effective_policies()
+        out[name] = document
+        return out
+
+    def boundary_named(self) -> dict[str, dict[str, Any]] | None:
+        """The boundary as ``{its ARN: document}`` (for :func:`runbook_lib.iam_eval.explain`,
+        which names it in its decisions), None without one."""
+        if self.boundary is None:
+            return None
+        return {self.boundary_arn or "permissions boundary": self.boundary}
+
+
+def _managed_document(iam: Any, arn: str) -> dict[str, Any]:
+    """The default version's document of a managed policy."""
+    version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+    got = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]
+    return _doc(got["Document"])
+
 
 def read_role(iam: Any, role_name: str, account: str) -> RoleState:
-    """Read ``role_name`` with all of its identity policies.
+    """Read ``role_name`` with all of its identity policies and its permissions boundary.
 
     Raises :class:`NotFound` ("role X does not exist in account Y") when IAM says NoSuchEntity.
+    The boundary is ``get_role``'s ``PermissionsBoundary``, a managed policy read like an
+    attached one (its default version).
     """
     try:
         role = iam.get_role(RoleName=role_name)["Role"]
@@ -60,10 +86,9 @@ def read_role(iam: Any, role_name: str, account: str) -> RoleState:
     attached: dict[str, dict[str, Any]] = {}
     for page in iam.get_paginator("list_attached_role_policies").paginate(RoleName=role_name):
         for ap in page["AttachedPolicies"]:
-            arn = ap["PolicyArn"]
-            version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
-            got = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]
-            attached[arn] = _doc(got["Document"])
+            attached[ap["PolicyArn"]] = _managed_document(iam, ap["PolicyArn"])
+    boundary_arn = (role.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn")
+    boundary = _managed_document(iam, boundary_arn) if boundary_arn else None
     return RoleState(
         name=role_name,
         arn=role["Arn"],
@@ -71,6 +96,8 @@ def read_role(iam: Any, role_name: str, account: str) -> RoleState:
         trust_policy=_doc(role["AssumeRolePolicyDocument"]),
         inline=inline,
         attached=attached,
+        boundary_arn=boundary_arn,
+        boundary=boundary,
     )
 
 

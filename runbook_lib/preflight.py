@@ -1,61 +1,221 @@
 """Preflight: would carts be allowed once the candidate policy is on the role?
 
-Decided locally with :mod:`runbook_lib.iam_eval` for every declared carts call, under the role's
-current policies with the candidate put in (replacing a same-named inline policy, as
-``put-role-policy`` would). On real AWS, IAM's own simulator is asked too, when the caller may.
+Decided locally with :mod:`runbook_lib.iam_eval` for every declared carts call, under the role as
+it will be: its current identity policies with the candidate put in (replacing a same-named
+inline policy, as ``put-role-policy`` would), limited by its permissions boundary (effective =
+identity ∩ boundary, "the intersection of the two categories"). On real AWS IAM's own simulator
+is asked too, when the caller may (:func:`simulate`).
+
+A boundary or a service control policy that would still deny carts after the write stops the run
+before anything is written: the write would change nothing for carts, and the sentence says what
+blocks and what would fix it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
+from runbook_lib.access_denied import PolicyType
 from runbook_lib.carts import carts_requests
 from runbook_lib.iam import RoleState
 from runbook_lib.iam_eval import Explanation, explain
 from runbook_lib.policy import RenderedPolicy
 from runbook_lib.shows import Shows
 
+#: Request context the carts app sends with every call (the AWS SDK speaks HTTPS), given to the
+#: simulator so that a policy's conditions on these keys decide as they would for carts.
+SIMULATOR_CONTEXT = ("aws:SecureTransport",)
+
+
+@dataclass(frozen=True)
+class SimulatorAnswer:
+    """IAM's simulator on one carts call (one ``EvaluationResult``, for its resource)."""
+
+    action: str
+    resource: str
+    decision: str  # allowed | explicit_deny | implicit_deny
+    allowed_by_boundary: bool | None = None
+    allowed_by_organizations: bool | None = None
+    missing_context: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision == "allowed"
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "resource": self.resource,
+            "decision": self.decision,
+            "allowed_by_boundary": self.allowed_by_boundary,
+            "allowed_by_organizations": self.allowed_by_organizations,
+            "missing_context": list(self.missing_context),
+        }
+
+
+_DECISIONS = {
+    "allowed": "allowed",
+    "explicitDeny": "explicit_deny",
+    "implicitDeny": "implicit_deny",
+}
+
+
+def read_evaluation(result: Mapping[str, Any], resource: str) -> SimulatorAnswer:
+    """One ``EvaluationResult`` of ``SimulateCustomPolicy``, for ``resource``.
+
+    With ``ResourceArns`` given, "any missing context values are instead included under the
+    ResourceSpecificResults section" and the per-resource decision and boundary detail are there
+    too (botocore's ``iam`` model); the organization's detail is only at the top level.
+    """
+    scope: Mapping[str, Any] = result
+    for specific in result.get("ResourceSpecificResults", []):
+        if specific.get("EvalResourceName") == resource:
+            scope = specific
+            break
+    raw = scope.get("EvalResourceDecision", scope.get("EvalDecision", result.get("EvalDecision")))
+    boundary = (
+        scope.get("PermissionsBoundaryDecisionDetail")
+        or result.get("PermissionsBoundaryDecisionDetail")
+        or {}
+    )
+    orgs = result.get("OrganizationsDecisionDetail") or {}
+    missing = list(result.get("MissingContextValues", []))
+    missing += [m for m in scope.get("MissingContextValues", []) if m not in missing]
+    return SimulatorAnswer(
+        action=str(result.get("EvalActionName", "")),
+        resource=resource,
+        decision=_DECISIONS.get(str(raw), "implicit_deny"),
+        allowed_by_boundary=boundary.get("AllowedByPermissionsBoundary"),
+        allowed_by_organizations=orgs.get("AllowedByOrganizations"),
+        missing_context=tuple(missing),
+    )
+
 
 @dataclass
 class Preflight(Shows):
     before: Explanation
     after: Explanation
-    simulator: list[dict[str, str]] | None = None
+    simulator: list[SimulatorAnswer] | None = None
     simulator_note: str = ""
+    role: str = ""
+    boundary_arn: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def blocked_by(self) -> PolicyType | None:
+        """The policy type that still denies a carts call with the candidate in place, when no
+        policy on the role can lift it: the permissions boundary or the organization's SCPs (the
+        local evaluation's type, else the simulator's decision details)."""
+        for row in self.after.denied:
+            if row.policy_type in (PolicyType.BOUNDARY, PolicyType.SCP, PolicyType.RCP):
+                return row.policy_type
+        for r in self.simulator or []:
+            if r.allowed_by_boundary is False:
+                return PolicyType.BOUNDARY
+            if r.allowed_by_organizations is False:
+                return PolicyType.SCP
+        return None
 
     @property
     def ok(self) -> bool:
-        sim_ok = self.simulator is None or all(r["decision"] == "allowed" for r in self.simulator)
+        sim_ok = self.simulator is None or all(r.allowed for r in self.simulator)
         return self.after.all_allowed and sim_ok
 
     def verdict(self) -> str:
         if self.ok:
             return "With the candidate policy, every call carts makes is allowed."
-        denied = [r for r in self.after.rows if not r.allowed]
+        blocked = self.blocked_by
+        if blocked is not None:
+            return self._blocked_sentence(blocked)
+        denied = self.after.denied
         if denied:
             first = denied[0]
-            return f"Still denied with the candidate: {first.action} on {first.resource} ({first.reason})."
-        return "IAM's simulator disagrees with the local evaluation: see its answers."
+            return (
+                f"Still denied with the candidate: {first.action} on {first.resource} "
+                f"({first.reason}). {first.advice(self.role or None)}"
+            ).rstrip()
+        sim = next(r for r in self.simulator or [] if not r.allowed)
+        missing = (
+            f" It lacked the context keys {', '.join(sim.missing_context)}."
+            if sim.missing_context
+            else ""
+        )
+        return (
+            f"IAM's simulator says {sim.decision} for {sim.action} on {sim.resource} where the "
+            f"local evaluation allows it: see its answers.{missing}"
+        )
+
+    def _blocked_sentence(self, blocked: PolicyType) -> str:
+        local = next((r for r in self.after.denied if r.policy_type == blocked), None)
+        sim = next(
+            (
+                r
+                for r in self.simulator or []
+                if (blocked == PolicyType.BOUNDARY and r.allowed_by_boundary is False)
+                or (blocked != PolicyType.BOUNDARY and r.allowed_by_organizations is False)
+            ),
+            None,
+        )
+        action = local.action if local else sim.action if sim else "?"
+        resource = local.resource if local else sim.resource if sim else "?"
+        role = self.role or "the task role"
+        if blocked == PolicyType.BOUNDARY:
+            which = f" {self.boundary_arn}" if self.boundary_arn else ""
+            return (
+                f"Blocked before writing: the permissions boundary{which} of {role} allows no "
+                f"{action} on {resource}, so carts would stay denied whatever policy is put on "
+                f"the role. To fix it, allow {action} in that boundary policy (or set another "
+                f"boundary: aws iam put-role-permissions-boundary --role-name {role}), then run "
+                "again."
+            )
+        return (
+            f"Blocked before writing: a {blocked.value} of the organization denies {action} on "
+            f"{resource} for this account, so carts would stay denied whatever policy is put on "
+            f"{role}. No policy in this account can fix it: ask the organization's administrator "
+            f"to allow {action} for this account, then run again."
+        )
 
     def record(self) -> dict[str, Any]:
+        blocked = self.blocked_by
         return {
             "before": [
                 {"action": r.action, "resource": r.resource, "decision": r.decision}
                 for r in self.before.rows
             ],
             "after": [
-                {"action": r.action, "resource": r.resource, "decision": r.decision, "by": r.reason}
+                {
+                    "action": r.action,
+                    "resource": r.resource,
+                    "decision": r.decision,
+                    "by": r.reason,
+                    "policy_type": r.policy_type.value,
+                }
                 for r in self.after.rows
             ],
-            "simulator": self.simulator,
+            "boundary": self.boundary_arn,
+            "simulator": [r.record() for r in self.simulator]
+            if self.simulator is not None
+            else None,
             "simulator_note": self.simulator_note,
+            "blocked_by": blocked.value if blocked is not None else None,
             "ok": self.ok,
         }
 
+    def _boundary_line(self) -> str:
+        if self.boundary_arn is None:
+            return ""
+        return (
+            f"{self.role or 'The role'} has the permissions boundary {self.boundary_arn}: a call "
+            "is allowed only when both an identity-based policy and the boundary allow it."
+        )
+
     def __str__(self) -> str:
-        parts = [
+        parts = [self._boundary_line()] if self.boundary_arn else []
+        parts += [
             "Now (the role as it is):",
             str(self.before),
             "",
@@ -65,64 +225,122 @@ class Preflight(Shows):
         if self.simulator is not None:
             parts += ["", "IAM policy simulator:"]
             parts += [
-                f"  {r['action']:22} {r['decision']:15} {r['resource']}" for r in self.simulator
+                f"  {r.action:22} {r.decision:15} {r.resource}"
+                + (" (boundary: no)" if r.allowed_by_boundary is False else "")
+                + (" (organization: no)" if r.allowed_by_organizations is False else "")
+                + (
+                    f" (missing context: {', '.join(r.missing_context)})"
+                    if r.missing_context
+                    else ""
+                )
+                for r in self.simulator
             ]
         if self.simulator_note:
             parts.append(self.simulator_note)
+        parts += self.notes
         parts += ["", ("OK: " if self.ok else "STOP: ") + self.verdict()]
         return "\n".join(parts)
 
     def _repr_html_(self) -> str:
         colour = "#1b7f3b" if self.ok else "#b00020"
-        html = "<p>Now (the role as it is):</p>" + self.before._repr_html_()
+        html = f"<p>{escape(self._boundary_line())}</p>" if self.boundary_arn else ""
+        html += "<p>Now (the role as it is):</p>" + self.before._repr_html_()
         html += "<p>With the candidate policy:</p>" + self.after._repr_html_()
         if self.simulator is not None:
             rows = "".join(
-                f"<tr><td>{escape(r['action'])}</td><td>{escape(r['resource'])}</td><td>{escape(r['decision'])}</td></tr>"
+                f"<tr><td>{escape(r.action)}</td><td>{escape(r.resource)}</td>"
+                f"<td>{escape(r.decision)}</td><td>{_yes_no(r.allowed_by_boundary)}</td>"
+                f"<td>{_yes_no(r.allowed_by_organizations)}</td>"
+                f"<td>{escape(', '.join(r.missing_context))}</td></tr>"
                 for r in self.simulator
             )
-            html += f"<p>IAM policy simulator:</p><table><tr><th>action</th><th>resource</th><th>decision</th></tr>{rows}</table>"
+            html += (
+                "<p>IAM policy simulator:</p><table><tr><th>action</th><th>resource</th>"
+                "<th>decision</th><th>boundary allows</th><th>organization allows</th>"
+                f"<th>missing context</th></tr>{rows}</table>"
+            )
         if self.simulator_note:
             html += f"<p>{escape(self.simulator_note)}</p>"
+        html += "".join(f"<p>{escape(n)}</p>" for n in self.notes)
         html += f'<p style="color:{colour}"><b>{escape(self.verdict())}</b></p>'
         return html
+
+
+def _yes_no(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "no")
 
 
 def preflight(
     role: RoleState, policy: RenderedPolicy, region: str, account: str, table: str, index: str
 ) -> Preflight:
-    """Local decisions for every carts call, before and after the candidate."""
+    """Local decisions for every carts call, before and after the candidate, within the role's
+    permissions boundary."""
     requests = carts_requests(region, account, table, index)
-    now = role.effective_policies()
-    after = dict(now)
-    after[policy.name] = policy.document
-    return Preflight(before=explain(now, requests), after=explain(after, requests))
+    boundary = role.boundary_named()
+    return Preflight(
+        before=explain(role.effective_policies(), requests, boundary=boundary),
+        after=explain(
+            role.policies_with(policy.name, policy.document), requests, boundary=boundary
+        ),
+        role=role.name,
+        boundary_arn=role.boundary_arn,
+    )
+
+
+def simulation_inputs(role: RoleState, policy: RenderedPolicy) -> dict[str, Any]:
+    """``SimulateCustomPolicy``'s policy inputs for the role as it will be: every other inline
+    policy and every attached one, plus the candidate (which replaces a same-named inline policy,
+    as ``put-role-policy`` does; ``SimulatePrincipalPolicy``'s ``PolicyInputList`` would only
+    add it beside the old one), and the role's permissions boundary."""
+    docs = [json.dumps(d) for n, d in sorted(role.inline.items()) if n != policy.name]
+    docs += [json.dumps(d) for _, d in sorted(role.attached.items())]
+    docs.append(policy.text)
+    inputs: dict[str, Any] = {"PolicyInputList": docs}
+    if role.boundary is not None:
+        inputs["PermissionsBoundaryPolicyInputList"] = [json.dumps(role.boundary)]
+    return inputs
 
 
 def simulate(
-    iam: Any, role: RoleState, policy: RenderedPolicy, requests: list[tuple[str, str]]
-) -> tuple[list[dict[str, str]] | None, str]:
-    """Ask ``iam:SimulatePrincipalPolicy`` with the candidate in ``PolicyInputList``.
+    iam: Any, role: RoleState, policy: RenderedPolicy, requests: Sequence[tuple[str, str]]
+) -> tuple[list[SimulatorAnswer] | None, str]:
+    """Ask IAM's ``SimulateCustomPolicy`` about every carts call, for the role as it will be
+    (:func:`simulation_inputs`): one simulation per resource with its actions, every page
+    (``Marker``/``IsTruncated``).
 
-    Returns (answers, note); answers is None when the simulator could not be asked.
+    Returns (answers, note); answers is None when the simulator could not be asked (the caller
+    may not call it, say): the local evaluation then stands alone.
     """
     from botocore.exceptions import ClientError
 
-    out: list[dict[str, str]] = []
+    by_resource: dict[str, list[str]] = {}
+    for action, resource in requests:
+        by_resource.setdefault(resource, []).append(action)
+    inputs = simulation_inputs(role, policy)
+    context = [
+        {"ContextKeyName": key, "ContextKeyValues": ["true"], "ContextKeyType": "boolean"}
+        for key in SIMULATOR_CONTEXT
+    ]
+    answers: dict[tuple[str, str], SimulatorAnswer] = {}
     try:
-        for action, resource in requests:
-            got = iam.simulate_principal_policy(
-                PolicySourceArn=role.arn,
-                PolicyInputList=[policy.text],
-                ActionNames=[action],
-                ResourceArns=[resource],
+        paginator = iam.get_paginator("simulate_custom_policy")
+        for resource, actions in by_resource.items():
+            pages = paginator.paginate(
+                **inputs, ActionNames=actions, ResourceArns=[resource], ContextEntries=context
             )
-            for r in got["EvaluationResults"]:
-                decision = {"allowed": "allowed", "explicitDeny": "explicit_deny"}.get(
-                    r["EvalDecision"], "implicit_deny"
-                )
-                out.append({"action": action, "resource": resource, "decision": decision})
+            for page in pages:
+                for result in page.get("EvaluationResults", []):
+                    answer = read_evaluation(result, resource)
+                    answers[(answer.action, resource)] = answer
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         return None, f"IAM's simulator was not asked ({code}): the local evaluation stands alone."
-    return out, "IAM's simulator includes the role's current policies plus the candidate."
+    note = "IAM's simulator was given the role as it will be: its other policies, the candidate" + (
+        " and its permissions boundary." if role.boundary is not None else "."
+    )
+    unanswered = [(a, r) for a, r in requests if (a, r) not in answers]
+    if unanswered:
+        # A call the simulator did not answer is not known to be allowed.
+        note += " It gave no answer for " + ", ".join(f"{a} on {r}" for a, r in unanswered) + "."
+        answers.update({(a, r): SimulatorAnswer(a, r, "implicit_deny") for a, r in unanswered})
+    return [answers[(a, r)] for a, r in requests], note

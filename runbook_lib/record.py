@@ -114,6 +114,15 @@ class RunRecord:
         self.data["undo"] = undo
         self.save()
 
+    def interrupt(self, step: str, undo: str | None) -> None:
+        """The run was stopped (Ctrl-C, a kernel interrupt) during ``step``: outcome
+        ``interrupted``, the step in ``failed_step``, and the undo of what it wrote."""
+        self.data["outcome"] = "interrupted"
+        self.data["failed_step"] = step
+        self.data["error"] = "KeyboardInterrupt: the run was interrupted"
+        self.data["undo"] = undo
+        self.save()
+
     def finish(self, outcome: str | None, undo: str | None = None) -> None:
         """Close the record with ``outcome`` (None: keep the failure it holds)."""
         if outcome is not None:

@@ -20,10 +20,17 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from runbook_lib.diagnose import EXECUTION_ROLE, Diagnosis, diagnose
+from runbook_lib.diagnose import Diagnosis, diagnose
 from runbook_lib.dynamo import ScanResult, scan_items
-from runbook_lib.ecs import describe_task_definition
-from runbook_lib.errors import PlanOutOfDate, RunbookError, StepOrder, WrongCause
+from runbook_lib.ecs import TaskDefinitions
+from runbook_lib.errors import (
+    Blocked,
+    DeploymentFailed,
+    PlanOutOfDate,
+    RunbookError,
+    StepOrder,
+    WrongCause,
+)
 from runbook_lib.exists import check_names
 from runbook_lib.iam import RoleState, TrustCheck, check_trust, read_role
 from runbook_lib.params import Params, notebook_values
@@ -157,7 +164,10 @@ class Runbook:
             self.record.data["steps"][name] = payload
             self.record.data["timings_s"][name] = round(time.monotonic() - t0, 3)
             self._failures.setdefault(name, f"{type(exc).__name__}: {exc}")
-            self.record.fail(name, exc, self.undo_command())
+            if isinstance(exc, KeyboardInterrupt):
+                self.record.interrupt(name, self.undo_command())
+            else:
+                self.record.fail(name, exc, self.undo_command())
             raise
         self._passed.add(name)
         error = self._failures.pop(name, None)
@@ -267,7 +277,11 @@ class Runbook:
     # --- 2. diagnose ----------------------------------------------------------------------------
 
     def diagnose(self) -> Diagnosis:
-        """See the failure: service, newest stopped tasks, their log, the cause."""
+        """See the failure: the service, the newest task that failed, its log, the cause.
+
+        Stops (:class:`WrongCause`) when the cause is one a policy on the task role cannot fix
+        (the execution role, a boundary, an SCP, the image, capacity...) or when the service's
+        task definition runs as another role: nothing is written then."""
         with self._step("diagnose") as rec:
             c = self.connection
             d = diagnose(
@@ -279,7 +293,7 @@ class Runbook:
             )
             self.diagnosis = d
             rec.update(d.record())
-            if d.cause == EXECUTION_ROLE:
+            if not d.fixable_here:
                 _show(d)
                 raise WrongCause(d.headline())
             if d.role_mismatch is not None:
@@ -337,6 +351,8 @@ class Runbook:
             rec.update(result.record())
             if not result.ok:
                 _show(result)
+                if result.blocked_by is not None:
+                    raise Blocked(result.verdict())
                 raise RunbookError(result.verdict())
             return result
 
@@ -558,28 +574,31 @@ class Runbook:
             c = self.connection
             p = self.params
             ecs = c.client("ecs")
-            service = self.diagnosis.service if self.diagnosis else None
-            td_arn = service.task_definition if service else ""
-            td = (
-                self.diagnosis.task_definition
-                if self.diagnosis
-                else describe_task_definition(ecs, td_arn)
-            )
+            # Each task is judged by its own task definition; those the diagnosis read are known.
+            known = list(self.diagnosis.task_definitions.values()) if self.diagnosis else []
+            tds = TaskDefinitions(ecs, known)
+            if self.diagnosis is not None:
+                tds.get(self.diagnosis.service.task_definition)
+            pre = self.preflight_result
             view = LiveView(f"Watching {p.service} in {p.cluster}", p.timeout_s)
             try:
                 result = watch(
                     ecs,
                     c.client("logs"),
-                    td,
+                    tds,
                     p.cluster,
                     p.service,
                     self.baseline if (the_plan and the_plan.written) else None,
                     p.timeout_s,
+                    keeps_allowed=pre is not None and pre.ok,
                     view=view,
                     sleep=c.clock.sleep,
                     clock=c.clock.monotonic,
                     now=c.clock.time,
                 )
+            except DeploymentFailed:
+                rec.update(outcome="deployment-failed")
+                raise
             except RunbookError:
                 rec.update(outcome="timeout")
                 raise
@@ -754,6 +773,8 @@ class Runbook:
             return "fixed, then rolled back" if running else "rolled back"
         if running:
             return "fixed: carts is RUNNING"
+        if self.watch_result is not None and self.watch_result.outcome == "already-running":
+            return "checked: carts was already RUNNING and the change keeps it allowed"
         if any(w.sent for w in self.writes):
             return "written: carts not seen RUNNING yet"
         if self.plan_result is not None and self.plan_result.pending:

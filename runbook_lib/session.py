@@ -7,7 +7,6 @@ AWS; only this module knows which (and only to start a lab when asked).
 from __future__ import annotations
 
 import atexit
-import gc
 import os
 import threading
 import time
@@ -15,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from runbook_lib import speedups
 from runbook_lib.errors import (
     EndpointNotAws,
     EndpointTlsError,
@@ -197,12 +197,12 @@ def _stop_at_exit(lab: Any) -> None:
     """Stop the lab when the process ends, and spare the exit the garbage collector's passes.
 
     Python's finalisation runs full collections over every object still alive, and a lab leaves
-    moto's state behind (a few hundred thousand objects): about 0.6 s, which a kernel shut down
-    by papermill adds to every headless run. Frozen objects are skipped; the process is ending,
-    and whatever it holds goes with it.
+    moto's state behind (a few hundred thousand objects), which a kernel shut down by papermill
+    would add to every headless run (BENCHMARKS.md has the figure). Frozen objects are skipped;
+    the process is ending, and whatever it holds goes with it (see :mod:`runbook_lib.speedups`).
     """
     lab.stop()
-    gc.freeze()
+    speedups.freeze_gc()
 
 
 def caller_identity(conn: Connection) -> Identity:

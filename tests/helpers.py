@@ -3,6 +3,7 @@ builders, boto3 clients on a lab that wait the lab's way, and the CLI with its o
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -235,8 +236,10 @@ def cli_env(**changes: str) -> dict[str, str]:
 
 
 def output_dir(out: Path) -> Path:
-    """Where a run into ``out`` left its notebook, HTML and record."""
-    return out
+    """Where the newest run into ``out`` left its notebook, HTML and record (``out/latest``)."""
+    from runbook_lib.history import latest_run
+
+    return latest_run(out) or out
 
 
 def read_record(out: Path) -> dict[str, Any]:
@@ -307,6 +310,240 @@ class Served:
     @property
     def port(self) -> int:
         return int(self.endpoint.rsplit(":", 1)[1])
+
+
+# --- AWS's own examples and stubbed clients (no lab, no network) --------------------------------
+
+
+def aws_example(service: str, command: str, index: int = 0) -> dict[str, Any]:
+    """The output of example ``index`` in the aws CLI's documented examples
+    (``awscli/examples/<service>/<command>.rst``), parsed as botocore parses that operation's
+    answer: timestamps become datetimes, as every client sees them. A fresh copy each call."""
+    import copy
+
+    return copy.deepcopy(_aws_example(service, command, index))
+
+
+@functools.cache
+def _aws_example(service: str, command: str, index: int) -> dict[str, Any]:
+    import re
+
+    import awscli
+
+    path = Path(awscli.__file__).parent / "examples" / service / f"{command}.rst"
+    blocks = re.findall(r"Output::\s*\n\n((?:[ \t]+.*\n|\s*\n)+)", path.read_text())
+    text = blocks[index]
+    start = text.index("{")
+    document: dict[str, Any] = json.JSONDecoder().raw_decode(text[start:])[0]
+    model = _service_model(service)
+    operation = "".join(part.capitalize() for part in command.split("-"))
+    return shaped(document, model.operation_model(operation).output_shape)
+
+
+@functools.cache
+def _service_model(service: str) -> Any:
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model(service)
+
+
+def shaped(value: Any, shape: Any) -> Any:
+    """``value`` (JSON as the CLI prints it) with every timestamp member of ``shape`` parsed."""
+    from botocore.utils import parse_timestamp
+
+    if shape is None:
+        return value
+    if shape.type_name == "structure" and isinstance(value, dict):
+        return {
+            k: shaped(v, shape.members[k]) if k in shape.members else v for k, v in value.items()
+        }
+    if shape.type_name == "list" and isinstance(value, list):
+        return [shaped(v, shape.member) for v in value]
+    if shape.type_name == "map" and isinstance(value, dict):
+        return {k: shaped(v, shape.value) for k, v in value.items()}
+    if shape.type_name == "timestamp" and value is not None:
+        return parse_timestamp(value)
+    return value
+
+
+class StubbedAWS:
+    """botocore clients answered by botocore's ``Stubber``: no lab, no network, and every answer
+    checked against its operation's output shape (a response AWS could not send is refused).
+
+    :meth:`add` queues an answer per service, in the order the calls will come; ``expected``
+    (the request's parameters, exactly) is checked too when given. :meth:`session` stands for
+    the boto3 session a runbook's connection makes its clients from.
+    """
+
+    def __init__(self, region: str = REGION) -> None:
+        import boto3
+
+        self.region = region
+        self._boto = boto3.Session(
+            aws_access_key_id="stubbed", aws_secret_access_key="stubbed", region_name=region
+        )
+        self.clients: dict[str, Any] = {}
+        self.stubbers: dict[str, Any] = {}
+
+    def client(self, service: str, **_: Any) -> Any:
+        if service not in self.clients:
+            from botocore.stub import Stubber
+
+            from runbook_lib.session import client_config
+
+            made = self._boto.client(service, config=client_config())  # type: ignore[call-overload]
+            stubber = Stubber(made)
+            stubber.activate()
+            self.clients[service], self.stubbers[service] = made, stubber
+        return self.clients[service]
+
+    def add(
+        self,
+        service: str,
+        method: str,
+        response: dict[str, Any],
+        expected: dict[str, Any] | None = None,
+    ) -> None:
+        self.client(service)
+        self.stubbers[service].add_response(method, response, expected)
+
+    def error(
+        self,
+        service: str,
+        method: str,
+        code: str,
+        message: str = "",
+        status: int = 400,
+        expected: dict[str, Any] | None = None,
+    ) -> None:
+        self.client(service)
+        self.stubbers[service].add_client_error(
+            method, code, message, status, expected_params=expected
+        )
+
+    def pending(self) -> dict[str, int]:
+        """Answers queued and not asked for, by service (empty when every one was used)."""
+        left = {s: len(st._queue) for s, st in self.stubbers.items()}
+        return {s: n for s, n in left.items() if n}
+
+    def session(self, *_: Any, **__: Any) -> StubbedAWS:
+        """Stands for ``boto3.Session(...)``: its ``client`` is :meth:`client`."""
+        return self
+
+
+# --- the workshop's account as AWS answers for it (built from the aws CLI's examples) ----------
+
+EXEC_ROLE = PARAMS.execution_role
+TD_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/retail-store-ecs-carts:1"
+SCALE_IN = "Scaling activity initiated by (deployment ecs-svc/1234567890123456789)"
+
+
+def carts_container(name: str = "application", **extra: Any) -> dict[str, Any]:
+    """The carts container definition (WORKSHOP.md 3.1), with a health check and awslogs."""
+    return {
+        "name": name,
+        "image": "public.ecr.aws/aws-containers/retail-store-sample-cart:1.0.0",
+        "essential": True,
+        "healthCheck": {"command": ["CMD-SHELL", "curl -f http://localhost:8080/actuator/health"]},
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": LOG_GROUP,
+                "awslogs-region": REGION,
+                "awslogs-stream-prefix": "carts-service",
+            },
+        },
+        **extra,
+    }
+
+
+def carts_task_definition(arn: str = TD_ARN, *containers: dict[str, Any]) -> dict[str, Any]:
+    """describe-task-definition's example, turned into the workshop's carts task definition."""
+    td: dict[str, Any] = aws_example("ecs", "describe-task-definition")["taskDefinition"]
+    td.update(
+        taskDefinitionArn=arn,
+        family="retail-store-ecs-carts",
+        taskRoleArn=f"arn:aws:iam::{ACCOUNT}:role/{ROLE}",
+        executionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/{EXEC_ROLE}",
+        containerDefinitions=list(containers) or [carts_container()],
+    )
+    return td
+
+
+def carts_service(
+    running: int = 0, rollout: str = "IN_PROGRESS", events: list[str] | None = None
+) -> dict[str, Any]:
+    """describe-services' example, turned into carts (desired 1)."""
+    from datetime import timedelta
+
+    svc: dict[str, Any] = aws_example("ecs", "describe-services")["services"][0]
+    svc.update(serviceName=SERVICE, taskDefinition=TD_ARN, desiredCount=1, runningCount=running)
+    svc["deployments"][0].update(
+        taskDefinition=TD_ARN, rolloutState=rollout, desiredCount=1, runningCount=running
+    )
+    at = svc["events"][0]["createdAt"]
+    svc["events"] = [
+        {"id": f"e{i}", "createdAt": at - timedelta(seconds=i), "message": m}
+        for i, m in enumerate(events or [])
+    ]
+    return svc
+
+
+def carts_task(
+    n: int,
+    status: str = "STOPPED",
+    health: str = "UNKNOWN",
+    *,
+    stop_code: str = "EssentialContainerExited",
+    reason: str = "Essential container in task exited",
+    exit_code: int | None = 1,
+    td: str = TD_ARN,
+    container_reason: str | None = None,
+) -> dict[str, Any]:
+    """describe-tasks' Fargate example as carts task ``n`` (its id is ``n`` in hex), RUNNING
+    with ``health`` or STOPPED the way a case needs."""
+    from datetime import timedelta
+
+    task: dict[str, Any] = aws_example("ecs", "describe-tasks", 1)["tasks"][0]
+    tid = f"{n:032x}"
+    arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{CLUSTER}/{tid}"
+    app = task["containers"][0]
+    app.update(name="application", taskArn=arn, lastStatus=status, runtimeId=f"{tid}-1")
+    app["healthStatus"] = health
+    created = task["createdAt"] + timedelta(minutes=n)
+    task.update(
+        taskArn=arn,
+        taskDefinitionArn=td,
+        group=f"service:{SERVICE}",
+        lastStatus=status,
+        desiredStatus="STOPPED" if status == "STOPPED" else "RUNNING",
+        healthStatus=health,
+        createdAt=created,
+        startedAt=created + timedelta(seconds=20),
+        containers=[app],
+    )
+    if status != "RUNNING":
+        del task["startedAt"]
+    if status == "STOPPED":
+        task.update(stopCode=stop_code, stoppedReason=reason)
+        task["stoppedAt"] = created + timedelta(seconds=30)
+        if exit_code is not None:
+            app["exitCode"] = exit_code
+        if container_reason:
+            app["reason"] = container_reason
+    return task
+
+
+def carts_denial(
+    n: int, kind: str = "implicit_deny", policy_type: str = "identity-based policy"
+) -> str:
+    """The AccessDenied sentence carts task ``n`` logs for its start-up Query."""
+    from runbook_lib.access_denied import assumed_role_arn, format_access_denied
+
+    principal = assumed_role_arn(ACCOUNT, ROLE, f"{n:032x}")
+    return format_access_denied(
+        principal, "dynamodb:Query", INDEX_ARN, kind, policy_type=policy_type
+    )
 
 
 # --- runs in this process ----------------------------------------------------------------------

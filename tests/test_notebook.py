@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import NOTEBOOK, ROOT, STEM, Clients, cli_env, inline_policies, run_cli, task_id
 
+from runbook_lib.history import latest_run
 from runbook_lib.lab import Lab
 from runbook_lib.params import Params
 from runbook_lib.record import find_secrets
@@ -30,7 +31,9 @@ def assert_no_secrets(out: Path) -> None:
 def test_main_command_fixes_carts_in_an_embedded_lab(tmp_path: Path) -> None:
     """The README's main job: papermill on params/lab.yaml ends with carts RUNNING."""
     proc, record = run_cli(tmp_path, params="params/lab.yaml")
+    run = latest_run(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert run is not None and run.parent == tmp_path
     assert record["outcome"] == "fixed: carts is RUNNING"
     steps = record["steps"]
     assert steps["diagnose"]["cause"] == "task-role"
@@ -50,9 +53,9 @@ def test_main_command_fixes_carts_in_an_embedded_lab(tmp_path: Path) -> None:
         assert item["id"] == f"{item['customerId']}:{item['itemId']}"
         assert item["quantity"] >= 1 and item["unitPrice"] > 0
     for suffix in (".ipynb", ".html", ".record.json"):
-        assert (tmp_path / f"{STEM}{suffix}").stat().st_size > 0
+        assert (run / f"{STEM}{suffix}").stat().st_size > 0
     assert "  diagnose" in proc.stderr and "outcome:  fixed: carts is RUNNING" in proc.stdout
-    assert_no_secrets(tmp_path)
+    assert_no_secrets(run)
 
 
 def test_least_privilege_scope_and_rollback_restore_the_exact_prior_state(

@@ -27,6 +27,7 @@ from helpers import (
     cli_env,
     error_outputs,
     inline_policies,
+    output_dir,
     read_record,
     run_cli,
     wait_for,
@@ -144,22 +145,27 @@ def test_slow_propagation_keeps_the_watch_going_and_is_reported(fresh: Lab, tmp_
 
 @pytest.mark.notebook
 @pytest.mark.parametrize(
-    ("fault", "reason"),
-    [("pull", "CannotPullContainerError"), ("logs", "ResourceInitializationError")],
+    ("fault", "reason", "cause"),
+    [
+        ("pull", "CannotPullContainerError", "image-pull"),
+        ("logs", "ResourceInitializationError", "execution-role"),
+    ],
 )
 def test_an_execution_role_failure_stops_before_any_write(
-    fresh: Lab, aws: Clients, tmp_path: Path, fault: str, reason: str
+    fresh: Lab, aws: Clients, tmp_path: Path, fault: str, reason: str, cause: str
 ) -> None:
     """ECS: a task that cannot pull its image or create its log stream stops with
-    TaskFailedToStart; that is the execution role's job, and a DynamoDB policy on the task role
-    would not help."""
+    TaskFailedToStart; a DynamoDB policy on the task role would not help. AWS's stopped-task
+    error codes tell them apart: CannotPullContainerError (here a timeout on the way to the
+    registry) is the image pull, whose advice names the execution role's ECR permissions among
+    its causes; a ResourceInitializationError naming the execution role's denial is that role's."""
     before = inline_policies(aws)
     fresh.set_faults(execution_role_fault=fault)
     wait_for("the newest stopped task to have failed to start", lambda: newest_stop(fresh))
     proc, record = run_cli(tmp_path, f"endpoint_url={fresh.endpoint_url}")
     assert_short_failure(proc, tmp_path)
     assert record["failed_step"] == "diagnose" and record["undo"] is None
-    assert record["steps"]["diagnose"]["cause"] == "execution-role"
+    assert record["steps"]["diagnose"]["cause"] == cause
     assert record["steps"]["diagnose"]["stopped_reason"].startswith(reason)
     assert "WrongCause" in proc.stderr and "execution role" in proc.stderr
     assert "plan" not in record["steps"]
@@ -344,7 +350,7 @@ def test_aws_backend_keeps_credentials_out_of_every_output(
         assert record["steps"]["apply"] == {"written": False, "reason": "apply is false"}
         assert fresh.iam_writes == []
     assert inline_policies(aws) == before
-    files = sorted(p for p in tmp_path.iterdir() if p.is_file())
+    files = sorted(p for p in output_dir(tmp_path).iterdir() if p.is_file())
     assert {p.name for p in files} >= {f"{STEM}.ipynb", f"{STEM}.html", f"{STEM}.record.json"}
     for text, where in [(p.read_text(errors="replace"), p.name) for p in files] + [
         (proc.stdout, "stdout"),
@@ -384,5 +390,5 @@ def test_bad_input_exits_2_with_one_line_and_no_write(
     proc, record = run_cli(tmp_path, f"endpoint_url={fresh.endpoint_url}", *overrides)
     assert proc.returncode == 2 and phrase in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and record == {}
-    assert not (tmp_path / f"{STEM}.ipynb").exists()
+    assert list(tmp_path.iterdir()) == []  # checked before a run folder or a kernel exists
     assert fresh.iam_writes == []

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, Served, clean_env
 
+from runbook_lib.history import latest_run
 from runbook_lib.policy import WORKSHOP_POLICY_TEMPLATE
 
 pytestmark = [pytest.mark.cli, pytest.mark.notebook]
@@ -58,7 +59,9 @@ def test_policy_put_with_the_aws_cli_is_what_the_notebook_then_sees(
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    record = json.loads((out / "fix-iam-permissions.record.json").read_text())
+    run = latest_run(out)
+    assert run is not None
+    record = json.loads((run / "fix-iam-permissions.record.json").read_text())
     # The policy the learner wrote in the terminal is the one the notebook would write.
     assert record["steps"]["plan"]["action"] == "unchanged"
     assert record["steps"]["plan"]["written"] is False

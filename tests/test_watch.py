@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from runbook_lib.ecs import TaskDefinition
-from runbook_lib.errors import WatchTimeout
+from runbook_lib.display import LiveView
+from runbook_lib.ecs import ServiceState, TaskDefinition, TaskDefinitions
+from runbook_lib.errors import DeploymentFailed, WatchTimeout
 from runbook_lib.watch import (
     MAX_INTERVAL_S,
     MIN_INTERVAL_S,
     SETTLE_INTERVAL_S,
+    SETTLE_WITHOUT_HEALTHCHECK_S,
     Baseline,
+    PollEvidence,
+    decide,
+    denials_by_task,
+    task_state,
     watch,
 )
 
@@ -37,7 +44,12 @@ def task(n: int, status: str, health: str = "UNKNOWN", stop: str = "") -> dict[s
         "desiredStatus": "STOPPED" if status == "STOPPED" else "RUNNING",
         "healthStatus": health,
         "createdAt": T0 + timedelta(seconds=n),
-        "containers": [{"exitCode": 1} if status == "STOPPED" else {}],
+        "taskDefinitionArn": TD.arn,
+        "containers": [
+            {"name": "application", "exitCode": 1}
+            if status == "STOPPED"
+            else {"name": "application", "healthStatus": health}
+        ],
     }
     if stop:
         t["stopCode"], t["stoppedReason"] = stop, "Essential container in task exited"
@@ -47,10 +59,14 @@ def task(n: int, status: str, health: str = "UNKNOWN", stop: str = "") -> dict[s
 class FakeECS:
     """Each poll advances the script by one frame: the list of tasks ECS would describe."""
 
-    def __init__(self, frames: list[list[dict[str, Any]]]) -> None:
+    def __init__(
+        self, frames: list[list[dict[str, Any]]], rollout: str | None = None, desired: int = 1
+    ) -> None:
         self.frames = frames
         self.i = 0
         self.calls: list[str] = []
+        self.rollout = rollout
+        self.desired = desired
         self.exceptions = type("E", (), {"ClusterNotFoundException": KeyError})
 
     @property
@@ -88,11 +104,20 @@ class FakeECS:
                 {
                     "serviceName": "carts",
                     "status": "ACTIVE",
-                    "desiredCount": 1,
+                    "desiredCount": self.desired,
                     "runningCount": running,
                     "pendingCount": 0,
                     "taskDefinition": "arn:td",
-                    "deployments": [],
+                    "deployments": [
+                        {
+                            "id": "ecs-svc/5386320934964759578",
+                            "status": "PRIMARY",
+                            "rolloutState": self.rollout,
+                            "rolloutStateReason": "ECS deployment circuit breaker: tasks failed to start.",
+                        }
+                    ]
+                    if self.rollout
+                    else [],
                     "events": [],
                 }
             ]
@@ -105,6 +130,7 @@ class FakeLogs:
 
     def __init__(self, denial_for: set[str] | None = None) -> None:
         self.denial_for = denial_for or set()
+        self.searches: list[dict[str, Any]] = []
 
     def get_log_events(self, **kw: Any) -> dict[str, Any]:
         tid = kw["logStreamName"].rsplit("/", 1)[-1]
@@ -114,6 +140,7 @@ class FakeLogs:
         return {"events": []}
 
     def filter_log_events(self, **kw: Any) -> dict[str, Any]:
+        self.searches.append(kw)
         events = [
             {"logStreamName": f"carts-service/application/{tid}", **e}
             for tid in sorted(self.denial_for)
@@ -283,6 +310,7 @@ class LogsWithDenials(FakeLogs):
         self.found = found
 
     def filter_log_events(self, **kw: Any) -> dict[str, Any]:
+        self.searches.append(kw)
         events = self.get_log_events
         return {
             "events": [
@@ -309,3 +337,217 @@ def test_a_denial_in_the_running_task_own_log_keeps_the_watch_going() -> None:
     frames = [[task(3, "RUNNING", "HEALTHY")]]
     with pytest.raises(WatchTimeout, match="is not authorized"):
         run(frames, Baseline(frozenset(), 0.0), timeout=5, logs=LogsWithDenials({f"{3:032x}"}))
+
+
+# --- each task judged by its own task definition ------------------------------------------------
+
+#: A revision whose app container defines no health check (ECS reports UNKNOWN for ever).
+NO_HC = TaskDefinition(
+    "arn:td-no-hc",
+    TD.task_role_arn,
+    TD.execution_role_arn,
+    "application",
+    "grp",
+    "carts-service",
+    has_health_check=False,
+)
+
+
+def started(t: dict[str, Any], at: float) -> dict[str, Any]:
+    return {**t, "startedAt": datetime.fromtimestamp(at, UTC)}
+
+
+def test_task_state_without_a_health_check_settles_after_running_long_enough() -> None:
+    t = started(task(1, "RUNNING"), 1000.0)
+    assert (
+        task_state(t, NO_HC, 1000.0 + SETTLE_WITHOUT_HEALTHCHECK_S - 1) == "waiting-no-health-check"
+    )
+    assert task_state(t, NO_HC, 1000.0 + SETTLE_WITHOUT_HEALTHCHECK_S) == "running-no-health-check"
+    # The same task judged by a task definition with a check waits for HEALTHY.
+    assert task_state(t, TD, 5000.0) == "waiting-health"
+
+
+def test_a_clock_behind_aws_still_settles_a_task_without_a_health_check() -> None:
+    """This machine's clock 60 s behind AWS's: startedAt looks like the future; the time the
+    watch itself saw the task RUNNING decides."""
+    t = started(task(1, "RUNNING"), 1060.0)
+    assert task_state(t, NO_HC, 1000.0, seen_running_s=10.0) == "waiting-no-health-check"
+    assert task_state(t, NO_HC, 1000.0, seen_running_s=30.0) == "running-no-health-check"
+
+
+def test_task_state_reads_the_app_container_health_not_a_sidecar() -> None:
+    """The task's health is the worst of its essential containers': a sidecar without a check
+    keeps it UNKNOWN while the app's own check has passed."""
+    t = task(1, "RUNNING", "UNKNOWN")
+    t["containers"] = [
+        {"name": "ecs-service-connect-Ab12", "healthStatus": "UNKNOWN"},
+        {"name": "application", "healthStatus": "HEALTHY"},
+    ]
+    assert task_state(t, TD, 0.0) == "healthy"
+    assert task_state({**t, "desiredStatus": "STOPPED"}, TD, 0.0) == "stopping"
+
+
+def test_a_revision_without_a_health_check_ends_the_watch_once_running_long_enough() -> None:
+    """The task's own task definition (not the service's) says there is no check to wait for."""
+    frames = [[{**task(2, "RUNNING"), "taskDefinitionArn": NO_HC.arn}]]
+    frames[0][0] = started(frames[0][0], 0.0)
+    ecs, clock = FakeECS(frames), Clock()
+    tds = TaskDefinitions(ecs, [TD, NO_HC])
+    result = watch(
+        ecs,
+        FakeLogs(),
+        tds,
+        "c",
+        "carts",
+        Baseline(frozenset(), 0.0),
+        300,
+        sleep=clock.sleep,
+        clock=clock,
+        now=clock,
+    )
+    assert result.outcome == "running" and result.settled_as == "running-no-health-check"
+    assert "defines no container health check" in result.message
+    assert (
+        SETTLE_WITHOUT_HEALTHCHECK_S <= clock.t < SETTLE_WITHOUT_HEALTHCHECK_S + SETTLE_INTERVAL_S
+    )
+
+
+def test_a_failed_deployment_stops_the_watch_at_once() -> None:
+    """botocore: "A deployment in FAILED state doesn't launch any new tasks"."""
+    ecs, clock = FakeECS([[task(2, "STOPPED", stop="EssentialContainerExited")]], "FAILED"), Clock()
+    with pytest.raises(DeploymentFailed) as err:
+        watch(
+            ecs,
+            FakeLogs(),
+            TD,
+            "c",
+            "carts",
+            Baseline(frozenset(), 0.0),
+            300,
+            sleep=clock.sleep,
+            clock=clock,
+        )
+    assert "FAILED (ECS deployment circuit breaker: tasks failed to start.)" in str(err.value)
+    assert "--force-new-deployment" in str(err.value)
+    assert clock.t == 0.0  # no wait at all
+
+
+def test_an_already_healthy_service_the_change_keeps_allowed_needs_no_new_task() -> None:
+    healthy = task(1, "RUNNING", "HEALTHY")
+    base = Baseline(frozenset({healthy["taskArn"]}), 0.0)
+    ecs, clock = FakeECS([[healthy]], "COMPLETED"), Clock()
+    result = watch(
+        ecs,
+        FakeLogs(),
+        TD,
+        "c",
+        "carts",
+        base,
+        300,
+        keeps_allowed=True,
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    assert result.outcome == "already-running" and result.ok and clock.t == 0.0
+    assert "ECS starts no new task for an IAM change" in result.message
+    # Without the preflight's word that the change keeps carts allowed, it waits (and times out).
+    ecs, clock = FakeECS([[healthy]], "COMPLETED"), Clock()
+    with pytest.raises(WatchTimeout):
+        watch(ecs, FakeLogs(), TD, "c", "carts", base, 20, sleep=clock.sleep, clock=clock)
+
+
+def _svc(running: int, desired: int = 1, rollout: str = "IN_PROGRESS") -> ServiceState:
+    return ServiceState(
+        "carts",
+        "ACTIVE",
+        desired,
+        running,
+        0,
+        "arn:td",
+        ({"status": "PRIMARY", "id": "d", "rolloutState": rollout},),
+        (),
+    )
+
+
+def test_decide_on_evidence() -> None:
+    up = task(3, "RUNNING", "HEALTHY")
+    states: dict[str, Any] = {up["taskArn"]: "healthy"}
+    ev = PollEvidence((up,), states, _svc(1), {})
+    kw: dict[str, Any] = {
+        "elapsed": 10.0,
+        "timeout_s": 60.0,
+        "keeps_allowed": True,
+        "healthy_at_change": 0,
+    }
+    assert decide(ev, **kw).outcome == "running"
+    assert decide(PollEvidence((up,), states, _svc(1), {"x": "denied"}), **kw).why == "still-denied"
+    assert decide(PollEvidence((up,), states, _svc(0)), **kw).why == "below-desired"
+    late = decide(PollEvidence((up,), states, _svc(1), {"x": "denied"}), **{**kw, "elapsed": 60.0})
+    assert late.outcome == "timeout" and late.why == "still-denied"
+    assert (
+        decide(PollEvidence((), {}, _svc(0, rollout="FAILED")), **kw).outcome == "deployment-failed"
+    )
+    steady = PollEvidence((), {}, _svc(1, rollout="COMPLETED"))
+    assert decide(steady, **{**kw, "healthy_at_change": 1}).outcome == "already-running"
+    assert decide(steady, **kw).why == "no-task"
+
+
+def test_denials_are_counted_per_task_from_the_session_name() -> None:
+    """A stream without a prefix is named after the container id; the denial's role session
+    names the task whatever the stream. Another role's denial (another service in a shared log
+    group) and the tasks healthy at the change are left out."""
+    mine = FakeLogs({f"{7:032x}"}).get_log_events(logStreamName=f"x/{7:032x}")["events"][0]
+    other = {**mine, "message": mine["message"].replace("assumed-role/r/", "assumed-role/other/")}
+    events = [{**mine, "logStreamName": "0f3c9a"}, {**other, "logStreamName": "77aa"}]
+    assert denials_by_task(events, frozenset({"r"}), frozenset()) == {f"{7:032x}": mine["message"]}
+    assert denials_by_task(events, frozenset({"r"}), frozenset({f"{7:032x}"})) == {}
+
+
+def test_without_a_stream_prefix_the_whole_group_is_searched_without_an_empty_prefix() -> None:
+    bare = TaskDefinition(
+        TD.arn, TD.task_role_arn, TD.execution_role_arn, "application", "grp", None
+    )
+    logs = FakeLogs()
+    ecs, clock = FakeECS([[task(2, "RUNNING", "HEALTHY")]]), Clock()
+    result = watch(
+        ecs,
+        logs,
+        bare,
+        "c",
+        "carts",
+        Baseline(frozenset(), 0.0),
+        60,
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    assert result.outcome == "running"
+    assert logs.searches and all("logStreamNamePrefix" not in kw for kw in logs.searches)
+
+
+def test_the_headless_log_shows_the_time_waited_once(capsys: pytest.CaptureFixture[str]) -> None:
+    frames = [[task(2, "PENDING")], [task(2, "RUNNING")], [task(2, "RUNNING", "HEALTHY")]]
+    ecs, clock = FakeECS(frames), Clock()
+
+    def sleep(s: float) -> None:
+        clock.sleep(s)
+        ecs.i += 1
+
+    view = LiveView("Watching carts", 60, live=False)
+    watch(
+        ecs,
+        FakeLogs(),
+        TD,
+        "c",
+        "carts",
+        Baseline(frozenset(), 0.0),
+        60,
+        view=view,
+        sleep=sleep,
+        clock=clock,
+    )
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "newest task" in ln]
+    assert lines
+    for line in lines:
+        assert re.fullmatch(
+            r"\[watch\] \+ *\d+\.\ds newest task \w+; 0 stopped since the change", line
+        )
