@@ -9,7 +9,9 @@ mutating IAM call through its HTTP layer, the other writer's included).
 - rollback only what is still ours; cells run out of order; summary keeps a failure;
 - a FAILED ECS deployment's second, gated write;
 - the races of ``tests/races.py`` (seeded interleavings of real requests) and the width of the
-  read-to-write window that IAM, having no conditional write, leaves open.
+  read-to-write window that IAM, having no conditional write, leaves open;
+- the real CLI stopped (Ctrl-C, SIGKILL) as each step starts, then run again with rollback: true
+  (a lab on the wall clock there: the CLI is another process).
 """
 
 from __future__ import annotations
@@ -28,7 +30,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers import Clients, allow, in_process_run, policy, through_checks  # noqa: E402
+from helpers import (  # noqa: E402
+    Clients,
+    allow,
+    cell_text,
+    in_process_run,
+    policy,
+    run_cli,
+    through_checks,
+)
+from interrupts import STEPS, records, recovery_problems, stop_at  # noqa: E402
 from races import race_direct, race_runbooks  # noqa: E402
 
 from runbook_lib.errors import PlanOutOfDate, RunbookError, StepOrder  # noqa: E402
@@ -324,6 +335,44 @@ class Cases:
         )
 
 
+def interruptions(add: Callable[[Row], None], workdir: Path) -> None:
+    """For each signal, the CLI stopped as each step's cell starts, then a rerun."""
+    import signal
+
+    with Lab.start(Params(), LabConfig(time_scale=0.005)) as lab:
+        aws = Clients(lab.endpoint_url)
+        for sig in (signal.SIGINT, signal.SIGKILL):
+            t0 = time.monotonic()
+            good, problems, writes = 0, [], 0
+            for step in STEPS:
+                lab.reset()
+                aws.iam.put_role_policy(RoleName=ROLE, PolicyName=POLICY, PolicyDocument=THEIRS)
+                out = workdir / f"{sig.name}-{step}"
+                stop_at(out, lab, step, sig)
+                stopped = (records(out) or [{}])[0]
+                _, rerun = run_cli(out, f"endpoint_url={lab.endpoint_url}", "rollback=true")
+                now = read_policy(aws.iam, ROLE, POLICY)
+                found = recovery_problems(
+                    out, THEIRS, stopped, rerun, cell_text(out, "connect"), now
+                )
+                writes += len(lab.iam_writes) - 1  # not the staged original
+                good += not found
+                problems += [f"{step}: {p}" for p in found]
+            add(
+                Row(
+                    f"the CLI stopped by {sig.name} as each of the {len(STEPS)} steps starts, "
+                    "then run again with rollback: true",
+                    "the original in a record under out/; the rerun names it; restored",
+                    f"{good} of {len(STEPS)} as expected"
+                    + (f"; {'; '.join(problems)}" if problems else "")
+                    + f"; {time.monotonic() - t0:.0f} s",
+                    writes,
+                    good == len(STEPS),
+                    False,
+                )
+            )
+
+
 def safe_write_rows(add: Callable[[Row], None]) -> None:
     """Run every case; each adds its row through ``add``."""
     from runbook_lib.lab.moto_patches import shared_botocore_loader
@@ -352,6 +401,8 @@ def safe_write_rows(add: Callable[[Row], None]) -> None:
         c.failed_deployment(apply=True)
         c.window()
         c.races()
+    with tempfile.TemporaryDirectory(prefix="stopped-") as tmp:
+        interruptions(add, Path(tmp))
 
 
 if __name__ == "__main__":

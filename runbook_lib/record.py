@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 RECORD_ENV = "RUNBOOK_RECORD"
-DEFAULT_RECORD = Path("out") / "fix-iam-permissions.record.json"
+RECORD_NAME = "fix-iam-permissions.record.json"
+#: Where a run keeps its record when nobody says (JupyterLab): a run folder of its own under
+#: ``out/``, as ``carts-runbook run`` makes them, so no run overwrites an earlier one's undo.
+DEFAULT_OUT = Path("out")
 
 # Access key ids, and 40-character base64 strings next to a word that names a secret.
 _SECRET_PATTERNS = (
@@ -69,7 +72,15 @@ class RunRecord:
 
     @classmethod
     def create(cls, path: str | Path | None = None) -> RunRecord:
-        where = Path(path or os.environ.get(RECORD_ENV) or DEFAULT_RECORD)
+        """A new record at ``path``, else at ``$RUNBOOK_RECORD`` (the CLI sets it), else in a
+        new run folder under ``out/`` (``out/latest`` pointing at it)."""
+        given = path or os.environ.get(RECORD_ENV)
+        if given:
+            where = Path(given)
+        else:
+            from runbook_lib.history import create_run
+
+            where = create_run(DEFAULT_OUT) / RECORD_NAME
         rec = cls(where)
         now = datetime.now(UTC)
         rec.data = {
@@ -147,19 +158,20 @@ class RunRecord:
 
 # --- earlier runs ---------------------------------------------------------------------------------
 
-#: A run's folder under ``--out``: its UTC start time, then a random suffix (``history.py``).
-_RUN_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-z]+")
-
 
 def run_id_of(record_path: Path) -> str | None:
-    """The run id of a record kept in a run's own folder (``OUT/<run id>/…``), else None."""
-    name = record_path.parent.name
-    return name if _RUN_ID.fullmatch(name) else None
+    """The run id of a record kept in a run's own folder (``OUT/<run id>/…``, see
+    :mod:`runbook_lib.history`), else None."""
+    from runbook_lib.history import runs
+
+    folder = record_path.parent
+    return folder.name if folder in runs(folder.parent) else None
 
 
 def earlier_records(record_path: Path) -> list[tuple[str, dict[str, Any]]]:
     """The records of the runs that started before this one under the same ``--out``, newest
-    first, as (run id, record). The one place that knows where runs keep their records.
+    first, as (run id, record): with :mod:`runbook_lib.history`, the one place that knows where
+    runs keep their records.
 
     A record "in progress" whose process still runs on this machine gets ``alive: true``: that
     run is going on beside this one, not cut off.
@@ -168,15 +180,16 @@ def earlier_records(record_path: Path) -> list[tuple[str, dict[str, Any]]]:
     record that cannot be read (a run killed while writing it leaves only the previous complete
     one, thanks to the atomic save) is skipped.
     """
+    from runbook_lib.history import runs
+
     mine = run_id_of(record_path)
     if mine is None:
         return []
-    out = record_path.parent.parent
     here = _read(record_path)
     my_start = float(here.get("started_epoch") or 0.0) if here else float("inf")
     found: list[tuple[tuple[str, float], str, dict[str, Any]]] = []
-    for folder in out.iterdir():
-        if folder.name == mine or folder.is_symlink() or not _RUN_ID.fullmatch(folder.name):
+    for folder in runs(record_path.parent.parent):
+        if folder.name == mine:
             continue
         data = _read(folder / record_path.name)
         if not data:

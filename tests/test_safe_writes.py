@@ -38,7 +38,7 @@ from runbook_lib.errors import PlanOutOfDate, RunbookError, StepOrder
 from runbook_lib.lab import Lab
 from runbook_lib.plan import rollback, unfinished_runs
 from runbook_lib.policy import policy_hash, same_policy
-from runbook_lib.record import earlier_records
+from runbook_lib.record import RunRecord, earlier_records
 from runbook_lib.runbook import Runbook
 from runbook_lib.writes import PolicyWrite, read_until
 
@@ -610,3 +610,20 @@ def test_the_deployment_write_is_skipped_when_ecs_moved_on(
     assert "No new deployment needed" in str(note)
     assert primary(aws)["id"] == moved
     assert [w["state"] for w in on_disk(run)["steps"]["apply"]["writes"]] == ["written", "skipped"]
+
+
+def test_a_run_without_a_record_path_keeps_its_record_in_a_run_folder_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JupyterLab: no RUNBOOK_RECORD; each run's record goes to out/<run id>/, and a later run
+    finds the earlier one there instead of writing over it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RUNBOOK_RECORD", raising=False)
+    first = RunRecord.create()
+    first.save()
+    second = RunRecord.create()
+    second.save()
+    assert first.path.parent != second.path.parent
+    assert first.path.parent.parent == second.path.parent.parent == Path("out")
+    assert (tmp_path / "out" / "latest").resolve() == second.path.parent.resolve()
+    assert [rid for rid, _ in earlier_records(second.path)] == [first.data["run_id"]]
