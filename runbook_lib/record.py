@@ -90,7 +90,11 @@ class RunRecord:
             "started_epoch": now.timestamp(),
             # Which process writes the record: a later run can tell a run still going from one
             # that was cut off (both say "in progress").
-            "process": {"host": socket.gethostname(), "pid": os.getpid()},
+            "process": {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started": _process_start(os.getpid()),
+            },
             "outcome": "in progress",
             "failed_step": None,
             "error": None,
@@ -213,8 +217,9 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _alive(process: Any) -> bool:
-    """Whether the process that wrote a record still runs here (a pid can be reused: a live
-    pid is a hint, a dead one is certain)."""
+    """Whether the process that wrote a record still runs here. A pid can be reused: where
+    ``/proc`` tells a process's start, a different start is another process; a zombie (an ended
+    process nobody reaped, as a killed command's kernel can be) has ended."""
     if not isinstance(process, dict) or process.get("host") != socket.gethostname():
         return False
     pid = process.get("pid")
@@ -225,5 +230,27 @@ def _alive(process: Any) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    state = _proc_stat(pid)
+    if state is None:
+        return True  # no /proc here: the pid is all there is to go by
+    if state[0] == "Z":
+        return False
+    started = process.get("started")
+    return started is None or started == state[19]
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command's name (state first), if any."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[-1].split()
+    return fields if len(fields) > 19 else None
+
+
+def _process_start(pid: int) -> str | None:
+    """When the process started, in clock ticks since boot (``/proc``), where that is known."""
+    state = _proc_stat(pid)
+    return state[19] if state is not None else None

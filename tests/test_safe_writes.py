@@ -15,8 +15,11 @@ the lab's stepped clock, so its waits are the lab's time passing, the same on an
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -627,3 +630,28 @@ def test_a_run_without_a_record_path_keeps_its_record_in_a_run_folder_of_its_own
     assert first.path.parent.parent == second.path.parent.parent == Path("out")
     assert (tmp_path / "out" / "latest").resolve() == second.path.parent.resolve()
     assert [rid for rid, _ in earlier_records(second.path)] == [first.data["run_id"]]
+
+
+def test_a_process_that_ended_or_is_another_is_not_a_run_going_on(tmp_path: Path) -> None:
+    """A killed command's kernel can stay a zombie (nobody reaps it), and a pid can be reused:
+    neither is a run still going on."""
+    from runbook_lib.record import _alive, _process_start
+
+    here = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": _process_start(os.getpid()),
+    }
+    assert _alive(here)
+    assert not _alive({**here, "started": "1"})  # the same pid, started at another time
+    assert not _alive({**here, "host": "elsewhere"})
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        stat = Path(f"/proc/{child.pid}/stat")
+        deadline = time.monotonic() + 60
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not _alive({**here, "pid": child.pid, "started": None})  # ended, not reaped
+    finally:
+        child.wait()
+    assert not _alive({**here, "pid": child.pid, "started": None})  # ended and reaped
