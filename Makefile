@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PARAMS ?= params/lab.yaml
 OUT    ?= out
 
-.PHONY: help setup run lab jupyter test test-stress lint typecheck unit browser-deps golden bench reliability clean
+.PHONY: help setup run lab jupyter test test-stress lint typecheck unit browser-deps golden bench reliability scenarios clean
 
 help:
 	@echo "make run          run the runbook headless against the embedded lab (PARAMS=$(PARAMS))"
@@ -18,6 +18,7 @@ help:
 	@echo "make golden       regenerate the committed notebook's outputs"
 	@echo "make bench        print the performance figures"
 	@echo "make reliability  run the bad-input and fault matrix"
+	@echo "make scenarios    run the runbook against each real-account scenario the lab plays"
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -75,9 +76,13 @@ golden: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/bench_fleet.py
 
 reliability: $(STAMP)
 	$(BIN)/python benchmarks/reliability.py
+
+scenarios: $(STAMP)
+	$(BIN)/python benchmarks/scenarios.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -4,6 +4,7 @@
     carts-runbook notebook DIR        # copy the notebook and example parameters into DIR
     carts-runbook jupyter [DIR]       # JupyterLab on that copy (loopback, with a token)
     carts-runbook golden              # in a checkout: regenerate the committed outputs
+    carts-runbook fleet --targets FILE --out DIR   # many accounts on Dask: runbook_lib.fleet
     carts-runbook --version           # also: python -m runbook_lib ...
 
 ``run`` checks the parameters and the output folder before it starts a kernel, shows one line per
@@ -711,7 +712,57 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", metavar="PATH", help="write the notebook there instead of over the committed one"
     )
     golden.set_defaults(func=cmd_golden)
+    perms = sub.add_parser(
+        "permissions",
+        help="print the least-privilege IAM policy a participant needs to run the runbook",
+        description="Print the identity policy (JSON) that allows every AWS call the runbook "
+        "makes with these parameters: plan only, or with --apply the writes too (put-role-policy, "
+        "its rollback). Scoped to the parameters' account, region, role, cluster, service and "
+        "table wherever IAM takes a resource for the action.",
+    )
+    perms.add_argument("--params", help="a YAML file of the notebook's parameters")
+    perms.add_argument(
+        "-p",
+        dest="parameter",
+        action="append",
+        metavar="NAME=VALUE",
+        help="override one parameter (YAML value)",
+    )
+    perms.add_argument(
+        "--apply", action="store_true", help="include the writes (default: plan only)"
+    )
+    perms.add_argument(
+        "--log-group",
+        default="*",
+        metavar="NAME",
+        help="the carts task definition's awslogs group, to scope the log reads (default: any; "
+        "the workshop's is retail-store-ecs-tasks)",
+    )
+    perms.set_defaults(func=cmd_permissions)
+    from runbook_lib.fleet.command import add_parser as add_fleet_parser
+
+    add_fleet_parser(sub)
     return parser
+
+
+def cmd_permissions(args: argparse.Namespace) -> int:
+    """The policy on stdout (pipe it into a file); what it is scoped to on stderr."""
+    from runbook_lib.permissions import Scope, policy_text
+
+    try:
+        params = read_params(args)
+    except ParameterError as exc:
+        print(f"carts-runbook: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    scope = Scope(params, params.account_id or "*", args.log_group)
+    kind = "plan and apply" if args.apply else "plan only (no write)"
+    print(
+        f"carts-runbook: {kind}, account {scope.account}, region {params.region}, role "
+        f"{params.task_role}, service {params.cluster}/{params.service}, table {params.table}",
+        file=sys.stderr,
+    )
+    sys.stdout.write(policy_text(scope, writes=args.apply))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,10 @@ class Blocked(RunbookError):
     after the write: the run stops before writing."""
 
 
+class RoleNotAssumed(RunbookError):
+    """``sts:AssumeRole`` into the parameter's role was refused (or could not be sent)."""
+
+
 class StepOrder(RunbookError):
     """A cell ran before the cells it needs (or after one that ends what it could do); the
     message names the cell to run. Nothing was written."""

@@ -35,6 +35,11 @@ _ECS_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}", re.ASCII)
 _IAM_NAME = re.compile(r"[\w+=,.@-]{1,64}", re.ASCII)
 _POLICY_NAME = re.compile(r"[\w+=,.@-]{1,128}", re.ASCII)
 _DDB_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}", re.ASCII)
+# An IAM role ARN (AWS-FACTS §9, §10): a partition, IAM's empty region, a 12-digit account, an
+# optional path ("/" ... "/", printable ASCII) and a role name (roleNameType).
+_ROLE_ARN = re.compile(
+    r"arn:(aws(?:-[a-z]+)*):iam::([0-9]{12}):role/(?:[!-~]{0,510}/)?[\w+=,.@-]{1,64}", re.ASCII
+)
 
 #: How much of a bad value a message echoes (a value can be any size: a YAML alias bomb, a file).
 ECHO_LIMIT = 200
@@ -60,6 +65,7 @@ class Params:
     region: str = "us-west-2"
     account_id: str = ""
     profile: str = ""
+    assume_role_arn: str = ""
     endpoint_url: str = ""
     cluster: str = "retail-store-ecs-cluster"
     service: str = "carts"
@@ -81,8 +87,9 @@ class Params:
 
     @property
     def lab_account_id(self) -> str:
-        """The account a lab seeded from these parameters uses."""
-        return self.account_id or LAB_DEFAULT_ACCOUNT
+        """The account a lab seeded from these parameters uses (``account_id``, else the account
+        of ``assume_role_arn``, else the lab's default)."""
+        return self.account_id or role_account(self.assume_role_arn) or LAB_DEFAULT_ACCOUNT
 
     @property
     def writes(self) -> bool:
@@ -232,6 +239,16 @@ def _check(name: str, value: Any, all_values: Mapping[str, Any]) -> None:
             name,
             "parameter 'endpoint_url' is only used with backend 'lab'; leave it empty for AWS.",
         )
+    if name == "assume_role_arn" and value:
+        _check_role_partition(value, all_values.get("region"))
+        account = all_values.get("account_id")
+        if isinstance(account, str) and account and account != role_account(value):
+            # The run acts in the role's account; the account check in connect would stop it.
+            raise ParameterError(
+                name,
+                f"parameter 'assume_role_arn' names a role in account {role_account(value)} but "
+                f"'account_id' is {account}; they must name the same account.",
+            )
     if name == "execution_role" and value and value == all_values.get("task_role"):
         raise ParameterError(
             name,
@@ -247,6 +264,25 @@ def _check_port(url: str) -> None:
         urlsplit(url).port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError:
         raise _fail("endpoint_url", "an http(s) URL with a port from 0 to 65535", url) from None
+
+
+def _check_role_partition(arn: str, region: Any) -> None:
+    """The role must live in the region's partition (AWS-FACTS §9): STS in ``us-west-2`` cannot
+    hand out an ``arn:aws-cn:`` role."""
+    from runbook_lib.partitions import UnknownRegion, partition_for_region, partition_of_arn
+
+    try:
+        expected = partition_for_region(str(region))
+    except UnknownRegion:
+        return  # the region's own check has spoken
+    found = partition_of_arn(arn)
+    if found != expected:
+        raise ParameterError(
+            "assume_role_arn",
+            f"parameter 'assume_role_arn' is a role in partition {found} but region "
+            f"{region!r} is in partition {expected}; give a role ARN that starts with "
+            f"'arn:{expected}:iam::'.",
+        )
 
 
 def _check_region(region: str, backend: Any) -> None:
@@ -298,6 +334,12 @@ _RULES: dict[str, tuple[str, re.Pattern[str] | None, bool]] = {
     "region": ("an AWS region name such as 'us-west-2'", None, False),
     "account_id": ("empty or a 12-digit AWS account id", _ACCOUNT, True),
     "profile": ("empty or an AWS profile name (letters, digits, _.@+=,-)", _PROFILE, True),
+    "assume_role_arn": (
+        "empty or an IAM role ARN such as "
+        "'arn:aws:iam::111122223333:role/OrganizationAccountAccessRole'",
+        _ROLE_ARN,
+        True,
+    ),
     "endpoint_url": ("empty or an http(s) URL such as 'http://127.0.0.1:5000'", _ENDPOINT, True),
     "cluster": ("an ECS cluster name (1-255 letters, digits, - or _)", _ECS_NAME, False),
     "service": ("an ECS service name (1-255 letters, digits, - or _)", _ECS_NAME, False),
@@ -315,6 +357,16 @@ _RULES: dict[str, tuple[str, re.Pattern[str] | None, bool]] = {
 PARAMETER_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Params) if f.name != "source")
 _DEFAULTS = Params()
 assert set(_RULES) == set(PARAMETER_NAMES)
+
+
+def role_account(arn: str) -> str:
+    """The account of an IAM role ARN ("" when ``arn`` is not one).
+
+    >>> role_account("arn:aws:iam::111122223333:role/OrganizationAccountAccessRole")
+    '111122223333'
+    """
+    m = _ROLE_ARN.fullmatch(arn)
+    return m.group(2) if m else ""
 
 
 # --- YAML ------------------------------------------------------------------------------------
@@ -554,5 +606,6 @@ __all__ = [
     "params_from_file",
     "parse_value",
     "replace",
+    "role_account",
     "unknown_parameter",
 ]

@@ -19,6 +19,7 @@ from runbook_lib.errors import (
     EndpointNotAws,
     EndpointTlsError,
     EndpointUnreachable,
+    RoleNotAssumed,
     RunbookError,
     WrongAccount,
 )
@@ -37,6 +38,10 @@ LAB_SECRET_KEY = "lab"
 #: Which clock a lab started in the kernel runs on: "real" (default) or "stepped" (time moves only
 #: while the runbook waits, so a run's history is the same on every machine: the golden notebook).
 LAB_CLOCK_ENV = "RUNBOOK_LAB_CLOCK"
+
+#: Which state a lab started in the kernel holds (a fleet's lab targets: see
+#: :mod:`runbook_lib.lab.fleet_states`); empty: the workshop's broken account.
+LAB_STATE_ENV = "RUNBOOK_LAB_SCENARIO"
 
 
 class RunClock(Protocol):
@@ -157,9 +162,12 @@ def connect(params: Params, *, on_lab_start: Callable[[Any], None] | None = None
     if params.is_lab:
         if endpoint is None:
             from runbook_lib.lab import Lab, LabConfig
+            from runbook_lib.lab.fleet_states import enter_state, state_config
 
-            lab = Lab.start(params, LabConfig(clock=lab_clock()))
+            state = os.environ.get(LAB_STATE_ENV, "")
+            lab = Lab.start(params, state_config(state, LabConfig(clock=lab_clock())))
             atexit.register(_stop_at_exit, lab)
+            enter_state(lab, state)
             endpoint = lab.endpoint_url
             if on_lab_start is not None:
                 on_lab_start(lab)
@@ -170,6 +178,13 @@ def connect(params: Params, *, on_lab_start: Callable[[Any], None] | None = None
         )
     else:
         session = boto3.Session(profile_name=params.profile or None, region_name=params.region)
+    if params.assume_role_arn:
+        try:
+            session = assume_role(session, params.assume_role_arn, endpoint, params.region)
+        except RunbookError:
+            if lab is not None:
+                lab.stop()
+            raise
     conn = Connection(params=params, session=session, endpoint_url=endpoint, lab=lab)
     lab_clock_here = lab.client_clock() if lab is not None else None
     if lab_clock_here is not None:
@@ -183,6 +198,80 @@ def connect(params: Params, *, on_lab_start: Callable[[Any], None] | None = None
             f"{expected}; nothing was written. Check the profile or the parameter."
         )
     return conn
+
+
+def session_name() -> str:
+    """The ``RoleSessionName`` of an assumed role: who ran the runbook, as CloudTrail shows it
+    (``assumed-role/<role>/carts-runbook.<user>``).
+
+    STS allows 2-64 characters of ``[\\w+=,.@-]`` (botocore's ``roleSessionNameType``); other
+    characters of the login name become ``-``.
+    """
+    import getpass
+    import re
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return ("carts-runbook." + re.sub(r"[^\w+=,.@-]", "-", user, flags=re.ASCII))[:64]
+
+
+def assume_role(
+    base: boto3.Session, role_arn: str, endpoint_url: str | None, region: str
+) -> boto3.Session:
+    """A session acting as ``role_arn``: the base session's credentials (the standard chain)
+    call ``sts:AssumeRole``, and the session renews them before they expire.
+
+    Raises :class:`RoleNotAssumed` with one sentence when STS refuses.
+    """
+    import boto3
+    import botocore.session
+    from botocore.credentials import RefreshableCredentials
+    from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    sts = base.client("sts", endpoint_url=endpoint_url, config=client_config())
+    name = session_name()
+
+    def fetch() -> dict[str, str]:
+        try:
+            creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=name)["Credentials"]
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            raise RoleNotAssumed(
+                f"cannot assume role {role_arn} (parameter 'assume_role_arn'): "
+                f"{err.get('Code', 'error')}: {err.get('Message', '')}. The base credentials "
+                "need sts:AssumeRole on it and its trust policy must allow them; nothing was "
+                "written."
+            ) from None
+        except (BotoConnectionError, HTTPClientError) as exc:
+            where = endpoint_url or f"AWS STS ({region})"
+            raise EndpointUnreachable(
+                f"cannot reach {where} to assume role {role_arn}: {_network_reason(exc)}. "
+                "Check the network and the region."
+            ) from None
+        except BotoCoreError as exc:
+            raise RoleNotAssumed(
+                f"cannot assume role {role_arn} (parameter 'assume_role_arn'): {exc}; nothing "
+                "was written."
+            ) from None
+        expiry = creds["Expiration"]
+        return {
+            "access_key": creds["AccessKeyId"],
+            "secret_key": creds["SecretAccessKey"],
+            "token": creds["SessionToken"],
+            "expiry_time": expiry.isoformat() if hasattr(expiry, "isoformat") else str(expiry),
+        }
+
+    credentials = RefreshableCredentials.create_from_metadata(
+        metadata=fetch(), refresh_using=fetch, method="sts-assume-role"
+    )
+    core = botocore.session.Session()
+    # botocore has no public setter for credentials that renew themselves: get_credentials()
+    # returns this attribute, where its own credential resolver keeps what it found.
+    core._credentials = credentials  # type: ignore[attr-defined]
+    return boto3.Session(botocore_session=core, region_name=region)
 
 
 def lab_clock() -> str:

@@ -7,31 +7,75 @@ A module chooses its lab with module-level names:
 - ``LAB_CLOCK = "real"``: the lab lives on the wall clock; for tests whose runbook runs in another
   process (the CLI, papermill), which cannot move a stepped lab in this one.
 - ``LAB_SEED = N``: the seed of the lab's made-up ids.
+
+Every lab the suite starts, here or in another process (a papermill kernel's, a served one),
+holds its answers to botocore's output shapes: the module's lab through ``validate_responses``,
+every other through ``RUNBOOK_LAB_VALIDATE`` (set for the whole session). A test during which any
+lab answered something AWS could not send fails, naming the answer.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import ROOT, Clients, Served, clean_env
 
 from runbook_lib.lab import Lab, LabConfig
+from runbook_lib.lab.lab import VALIDATE_ENV
 from runbook_lib.params import Params
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shape_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The file where every lab of the session (in this process or another) writes the answers
+    it sent that AWS could not have sent (see runbook_lib/lab/shapes.py)."""
+    path = tmp_path_factory.mktemp("shapes") / "shape-errors.jsonl"
+    path.touch()
+    saved = os.environ.get(VALIDATE_ENV)
+    os.environ[VALIDATE_ENV] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop(VALIDATE_ENV, None)
+    else:
+        os.environ[VALIDATE_ENV] = saved
+
+
+@pytest.fixture(autouse=True)
+def no_shape_errors(shape_log: Path) -> Iterator[None]:
+    """Fail a test during which a lab answered what AWS could not send."""
+    before = shape_log.stat().st_size
+    yield
+    with shape_log.open("rb") as found:
+        found.seek(before)
+        new = [json.loads(line) for line in found.read().splitlines() if line.strip()]
+    if new:
+        shown = "\n".join(
+            f"  {p['service']}:{p['operation']} (HTTP {p['status']}): {p['problem']}"
+            for p in new[:10]
+        )
+        pytest.fail(f"a lab answered {len(new)} time(s) what AWS could not send:\n{shown}")
 
 
 @pytest.fixture(scope="module")
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    """One lab for the module (the workshop's broken account), checked for scheduler errors."""
+    """One lab for the module (the workshop's broken account), checked for scheduler errors
+    and for answers that AWS could not send."""
     clock = getattr(request.module, "LAB_CLOCK", "stepped")
     seed = getattr(request.module, "LAB_SEED", 0)
-    with Lab.start(Params(), LabConfig(time_scale=0.005, seed=seed, clock=clock)) as running:
+    config = LabConfig(time_scale=0.005, seed=seed, clock=clock, validate_responses=True)
+    with Lab.start(Params(), config) as running:
         yield running
-        assert running.state()["process_errors"] == []
+        state = running.state()
+        assert state["process_errors"] == []
+        assert state["shape_errors"] == [], "the lab answered what AWS could not send"
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +133,23 @@ def served(tmp_path: Path) -> Iterator[Served]:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+@pytest.fixture
+def start_lab() -> Iterator[Callable[..., Lab]]:
+    """Start labs of one's own (a scenario, other knobs) on a stepped clock, answers validated;
+    each is stopped after the test and checked for scheduler errors and off-shape answers."""
+    started: list[Lab] = []
+
+    def start(params: Params | None = None, **config: Any) -> Lab:
+        settings: dict[str, Any] = {"clock": "stepped", "validate_responses": True, **config}
+        running = Lab.start(params or Params(), LabConfig(**settings))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        state = running.state()
+        running.stop()
+        assert state["process_errors"] == []
+        assert state["shape_errors"] == [], "the lab answered what AWS could not send"

@@ -288,7 +288,12 @@ def inline_policies(aws: Clients, role: str = ROLE) -> dict[str, Any]:
 
 def clean_env(tmp_path: Path) -> dict[str, str]:
     """The environment without any AWS setting of the machine (no profile, no real keys)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RUNBOOK_"))}
+    # RUNBOOK_LAB_VALIDATE stays: a lab served from this environment reports its answers too.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "RUNBOOK_")) or k == "RUNBOOK_LAB_VALIDATE"
+    }
     env.update(
         HOME=str(tmp_path),
         AWS_CONFIG_FILE=str(tmp_path / "no-config"),

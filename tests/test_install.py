@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STEM = "fix-iam-permissions"
 SHIPPED = {
     f"runbook_lib/data/{STEM}.ipynb": ROOT / "notebooks" / f"{STEM}.ipynb",
+    "runbook_lib/data/fleet-summary.ipynb": ROOT / "notebooks" / "fleet-summary.ipynb",
     "runbook_lib/data/lab.yaml": ROOT / "params" / "lab.yaml",
     "runbook_lib/data/aws.example.yaml": ROOT / "params" / "aws.example.yaml",
 }

@@ -7,6 +7,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from helpers import (
     CLUSTER,
+    LOG_GROUP,
     ROLE,
     SERVICE,
     WORKSHOP_POLICY,
@@ -204,3 +205,30 @@ def test_unknown_or_bad_knobs_are_refused(lab: Lab) -> None:
 
 def _messages(aws: Clients) -> list[str]:
     return [e["message"] for e in aws.service()["events"]]
+
+
+def test_filter_log_events_honours_the_stream_prefix_and_interleaves(aws: Clients) -> None:
+    """bc:logs FilterLogEvents: logStreamNamePrefix filters streams (moto ignores it);
+    "interleaved ... is ignored and the value is assumed to be true": events in time order."""
+    aws.wait("two stopped tasks", lambda: len(aws.stopped()) >= 2 or None)
+    everything = aws.logs.filter_log_events(logGroupName=LOG_GROUP)["events"]
+    stamps = [e["timestamp"] for e in everything]
+    assert stamps == sorted(stamps)
+    none = aws.logs.filter_log_events(logGroupName=LOG_GROUP, logStreamNamePrefix="nothing/")
+    assert none["events"] == []
+    one = task_id(aws.stopped()[-1])
+    found = aws.logs.filter_log_events(
+        logGroupName=LOG_GROUP, logStreamNamePrefix=f"carts-service/application/{one}"
+    )["events"]
+    assert found and {e["logStreamName"] for e in found} == {f"carts-service/application/{one}"}
+
+
+def test_stale_reads_are_a_knob_of_any_lab(aws: Clients) -> None:
+    """The same eventual consistency as a fault knob on the workshop lab."""
+    aws.lab.set_faults(stale_reads_s=5.0)
+    aws.iam.put_role_policy(
+        RoleName=ROLE, PolicyName="CartsDynamoPolicy", PolicyDocument=WORKSHOP_POLICY
+    )
+    assert "CartsDynamoPolicy" not in aws.iam.list_role_policies(RoleName=ROLE)["PolicyNames"]
+    aws.let_pass(5)
+    assert "CartsDynamoPolicy" in aws.iam.list_role_policies(RoleName=ROLE)["PolicyNames"]

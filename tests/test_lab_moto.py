@@ -193,6 +193,100 @@ def test_moto_logs_rejects_events_out_of_order() -> None:
         )
 
 
+def test_moto_task_holds_only_the_first_container(moto_ecs: SimpleNamespace) -> None:
+    """moto behaviour: a task gets one container, from the first container definition; AWS runs
+    every container of the definition (the lab builds the others: sidecars)."""
+    m = moto_ecs
+    tdef = m.ecs.register_task_definition(
+        "two",
+        [
+            {"name": "router", "image": "r", "memoryReservation": 50},
+            {"name": "app", "image": "a", "memoryReservation": 512},
+        ],
+        requires_compatibilities=["FARGATE"],
+        cpu="256",
+        memory="1024",
+        network_mode="awsvpc",
+    )
+    m.vpc.enable_dns_hostnames = True
+    [task] = m.ecs.run_task(
+        "c", tdef.arn, 1, None, "", None, "FARGATE", networking_configuration=m.net
+    )
+    assert [c.name for c in task.containers] == ["router"]
+
+
+def test_moto_services_are_replaced_and_deleted_at_once(moto_ecs: SimpleNamespace) -> None:
+    """moto behaviour: create_service over an ACTIVE service of the same name replaces it
+    silently (AWS: "Creation of service was not idempotent."), and delete_service makes it
+    INACTIVE at once (AWS: DRAINING until its tasks have stopped)."""
+    m = moto_ecs
+    args = ("c", "twice", 1, m.tdef.arn)
+    first = m.ecs.create_service(*args, launch_type="FARGATE", network_configuration=m.net)
+    second = m.ecs.create_service(*args, launch_type="FARGATE", network_configuration=m.net)
+    assert second is not first and m.ecs.services["c:twice"] is second
+    assert m.ecs.delete_service("c", "twice", True).status == "INACTIVE"
+
+
+def test_moto_gives_ec2_resources_back_only_in_its_own_stop_task(moto_ecs: SimpleNamespace) -> None:
+    """moto behaviour: a task placed on a container instance holds its memory until moto's
+    stop_task; the lab stops tasks itself, so it gives them back (TaskRunner._release)."""
+    m = moto_ecs
+    reservation = m.ec2.run_instances(
+        "ami-12c6146b", 1, None, [], instance_type="m5.large", is_instance_type_default=False
+    )
+    instance = m.ecs.register_container_instance("c", reservation.instances[0].id)
+
+    def memory() -> int:
+        return int(
+            next(r for r in instance.remaining_resources if r["name"] == "MEMORY")["integerValue"]
+        )
+
+    before = memory()
+    [task] = m.ecs.run_task(
+        "c", m.tdef.arn, 1, None, "", None, "EC2", networking_configuration=m.net
+    )
+    assert memory() == before - 512
+    task.last_status = "STOPPED"
+    assert memory() == before - 512
+    m.ecs.update_container_instance_resources(instance, task.resource_requirements, removing=True)
+    assert memory() == before
+
+
+def test_moto_logs_filter_and_missing_stream_differ_from_aws() -> None:
+    """moto behaviour: FilterLogEvents' backend is not handed logStreamNamePrefix, answers
+    stream by stream unless interleaved, and lists every stream in searchedLogStreams (AWS:
+    prefix honoured, always interleaved, an empty list); GetLogEvents on a missing stream says
+    the log group does not exist."""
+    import inspect
+    import time
+
+    from moto.backends import get_backend
+    from moto.logs.exceptions import ResourceNotFoundException
+
+    logs = get_backend("logs")[ACCOUNT][REGION]
+    assert "log_stream_name_prefix" not in inspect.signature(logs.filter_log_events).parameters
+    logs.create_log_group("f", {})
+    now = int(time.time() * 1000) - 60_000
+    for name, stamps in (("b-later", (now + 2,)), ("a-earlier", (now + 1, now + 3))):
+        logs.create_log_stream("f", name)
+        logs.put_log_events("f", name, [{"timestamp": t, "message": name} for t in stamps])
+    events, _, searched = logs.filter_log_events("f", [], None, None, None, None, "", False)
+    assert [e["timestamp"] for e in events] == [now + 2, now + 1, now + 3]
+    assert len(searched) == 2
+    with pytest.raises(ResourceNotFoundException, match="log group does not exist"):
+        logs.get_log_events("f", None, "no-such-stream", None, None, None, None, True)
+
+
+def test_moto_keeps_iam_per_partition() -> None:
+    """moto behaviour (as AWS): IAM of partition aws-cn is another backend than aws's, keyed by
+    the partition's name (LAB-NOTES, AWS-FACTS 11); the lab asks the region's."""
+    from runbook_lib.lab.backends import Backends
+
+    china, world = Backends(ACCOUNT, "cn-north-1"), Backends(ACCOUNT, REGION)
+    assert china.iam is not world.iam
+    assert (china._key("iam"), world._key("iam"), world._key("ecs")) == ("aws-cn", "aws", REGION)
+
+
 # --- pure parts ---------------------------------------------------------------------------------
 
 
@@ -244,12 +338,17 @@ def test_fault_knobs_are_checked() -> None:
         "propagation_delay_s": 0.0,
         "throttle_rate": 0.0,
         "execution_role_fault": None,
+        "stale_reads_s": 0.0,
+        "log_pages": False,
     }
     for bad in (
         {"propagation_delay_s": -1},
         {"throttle_rate": 1.0},
         {"throttle_rate": True},
         {"execution_role_fault": "disk"},
+        {"stale_reads_s": -1},
+        {"stale_reads_s": float("nan")},
+        {"log_pages": "yes"},
     ):
         with pytest.raises(LabConfigError):
             Faults(**bad)  # type: ignore[arg-type]

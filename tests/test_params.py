@@ -12,6 +12,7 @@ from runbook_lib.params import (
     Params,
     load_params_file,
     params_from_file,
+    role_account,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +24,16 @@ def test_defaults_are_the_workshop_names_and_the_lab() -> None:
     assert (p.task_role, p.policy_name) == ("retailStoreEcsTaskRole", "CartsDynamoPolicy")
     assert (p.table, p.index) == ("retail-store-ecs-carts", "idx_global_customerId")
     assert p.lab_account_id == "123456789012"
+
+
+def test_assume_role_arn_names_the_account_a_lab_seeds() -> None:
+    arn = "arn:aws:iam::111122223333:role/OrganizationAccountAccessRole"
+    assert role_account(arn) == "111122223333"
+    assert role_account("arn:aws-cn:iam::111122223333:role/team/Admin") == "111122223333"
+    assert role_account("not an arn") == ""
+    assert Params.from_mapping({"assume_role_arn": arn}).lab_account_id == "111122223333"
+    same = {"assume_role_arn": arn, "account_id": "111122223333", "backend": "aws"}
+    assert Params.from_mapping(same).assume_role_arn == arn
 
 
 def test_apply_null_writes_only_on_the_lab() -> None:
@@ -42,6 +53,27 @@ BAD = [
     ({"account_id": 123456789012}, "account_id", "12-digit"),
     ({"backend": "aws", "profile": "has space"}, "profile", "profile name"),
     ({"profile": "workshop"}, "profile", "only used with backend 'aws'"),
+    ({"assume_role_arn": "OrganizationAccountAccessRole"}, "assume_role_arn", "IAM role ARN"),
+    ({"assume_role_arn": "arn:aws:iam::12345:role/Admin"}, "assume_role_arn", "IAM role ARN"),
+    (
+        {"assume_role_arn": "arn:aws:sts::111122223333:assumed-role/Admin/me"},
+        "assume_role_arn",
+        "IAM role ARN",
+    ),
+    ({"assume_role_arn": 111122223333}, "assume_role_arn", "as text"),
+    (
+        {"assume_role_arn": "arn:aws-cn:iam::111122223333:role/Admin"},
+        "assume_role_arn",
+        "partition aws-cn but region 'us-west-2' is in partition aws",
+    ),
+    (
+        {
+            "account_id": "111122223333",
+            "assume_role_arn": "arn:aws:iam::444455556666:role/OrganizationAccountAccessRole",
+        },
+        "assume_role_arn",
+        "same account",
+    ),
     ({"endpoint_url": "127.0.0.1:5000"}, "endpoint_url", "http(s) URL"),
     ({"cluster": "bad cluster!"}, "cluster", "ECS cluster name"),
     ({"cluster": ""}, "cluster", "ECS cluster name"),

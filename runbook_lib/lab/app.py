@@ -10,21 +10,16 @@ policies (as they were ``propagation_delay_s`` ago), then run on moto's DynamoDB
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from runbook_lib.access_denied import (
-    EXPLICIT_DENY,
-    NO_ALLOW,
-    assumed_role_arn,
-    format_access_denied,
-)
+from runbook_lib.access_denied import assumed_role_arn
 from runbook_lib.carts import CARTS_CALLS, STARTUP_CUSTOMER_ID, resource_for
-from runbook_lib.iam_eval import evaluate
 from runbook_lib.lab.backends import Backends
 from runbook_lib.lab.clock import Clock
 from runbook_lib.lab.logstream import LogWriter
+from runbook_lib.lab.policies import RoleState, decide, denial
 from runbook_lib.params import Params
 
 _SPRING_VERSION = "0.8.0"
@@ -45,12 +40,13 @@ class AppContext:
     role_name: str  # the task role (from the task definition)
     backends: Backends
     logs: LogWriter
-    policies: Callable[[], Mapping[str, str]]  # the task role's policies as the app sees them
+    policies: Callable[[], RoleState]  # the task role as the app's calls are decided by it
     request_ids: random.Random
     shoppers: random.Random
     catalog: tuple[tuple[str, str], ...]  # (itemId, unitPrice)
     customers: tuple[str, ...]
     clock: Clock  # what time it is (AWS's timestamps, the log's, the request context's)
+    partition: str = "aws"  # of the lab's region: ARNs in aws-cn read arn:aws-cn:...
 
 
 class Denied(Exception):
@@ -70,7 +66,9 @@ class CartsApp:
         self.stream = stream
         self.ready = False
         p = ctx.params
-        self.principal = assumed_role_arn(p.lab_account_id, ctx.role_name, task_id)
+        self.principal = assumed_role_arn(
+            p.lab_account_id, ctx.role_name, task_id, partition=ctx.partition
+        )
         self._calls = {c.operation: c for c in CARTS_CALLS}
 
     # --- the process ------------------------------------------------------------------------
@@ -180,11 +178,9 @@ class CartsApp:
         call = self._calls[operation]
         p = self.ctx.params
         resource = resource_for(call, p.region, p.lab_account_id, p.table, p.index)
-        decision = evaluate(self.ctx.policies(), call.action, resource, self._context())
+        decision = decide(self.ctx.policies(), call.action, resource, self._context())
         if not decision.allowed:
-            kind = EXPLICIT_DENY if decision.decision == "explicit_deny" else NO_ALLOW
-            sentence = format_access_denied(self.principal, call.action, resource, kind)
-            raise Denied(self._sdk_message(sentence))
+            raise Denied(self._sdk_message(denial(decision, self.principal)))
         try:
             return run()
         except Exception as exc:
@@ -195,7 +191,9 @@ class CartsApp:
     def _context(self) -> dict[str, Any]:
         p = self.ctx.params
         return {
-            "aws:PrincipalArn": f"arn:aws:iam::{p.lab_account_id}:role/{self.ctx.role_name}",
+            "aws:PrincipalArn": (
+                f"arn:{self.ctx.partition}:iam::{p.lab_account_id}:role/{self.ctx.role_name}"
+            ),
             "aws:PrincipalAccount": p.lab_account_id,
             "aws:PrincipalType": "AssumedRole",
             "aws:RequestedRegion": p.region,

@@ -25,18 +25,24 @@ class Backends:
         self.account_id = account_id
         self.region = region
 
+    def _key(self, service: str) -> str:
+        from moto.utilities.utils import get_partition
+
+        # moto behaviour: a global service's backend (IAM, STS) is kept under its partition's
+        # name ("aws", "aws-cn"): IAM in cn-north-1 is another IAM than in us-west-2, as in AWS.
+        return str(get_partition(self.region)) if service in ("iam", "sts") else self.region
+
     def _get(self, service: str) -> Any:
         from moto.backends import get_backend
 
-        region = "global" if service in ("iam", "sts") else self.region
-        return get_backend(service)[self.account_id][region]  # type: ignore[call-overload]
+        return get_backend(service)[self.account_id][self._key(service)]  # type: ignore[call-overload]
 
     def _exists(self, service: str) -> bool:
         from moto.backends import get_backend
 
-        # moto behaviour: a global service's backend is kept under its partition's name, and
-        # the account's ``in`` answers for every region moto knows, built or not: ask its keys.
-        region = "aws" if service in ("iam", "sts") else self.region
+        # moto behaviour: the account's ``in`` answers for every region moto knows, built or
+        # not: ask its keys.
+        region = self._key(service)
         built = get_backend(service)[self.account_id].keys()  # type: ignore[call-overload]
         return region in built
 

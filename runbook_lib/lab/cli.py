@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 from runbook_lib.lab.config import SERVE_TIME_SCALE
 from runbook_lib.lab.errors import LabError
 from runbook_lib.lab.guard import TOKEN_ENV, TOKEN_HEADER
+from runbook_lib.lab.scenarios import DEFAULT, SCENARIOS
 from runbook_lib.params import ParameterError
 
 EXIT_ERROR = 2
@@ -97,6 +98,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="make tasks fail to start: image pull or log stream creation",
     )
+    serve.add_argument(
+        "--scenario",
+        choices=tuple(SCENARIOS),
+        default=DEFAULT,
+        help=f"the situation of a real account to play (default {DEFAULT}): "
+        + "; ".join(f"{s.name}: {s.account}" for s in SCENARIOS.values() if s.name != DEFAULT),
+    )
+    serve.add_argument(
+        "--stale-reads",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="simulated seconds during which IAM reads may answer the state before a write "
+        "(default 0)",
+    )
+    serve.add_argument(
+        "--log-pages",
+        action="store_true",
+        help="CloudWatch Logs answers partial and empty pages before the end",
+    )
+    serve.add_argument(
+        "--validate-responses",
+        action="store_true",
+        help="hold every answer to botocore's output shape; problems show in 'state'",
+    )
     for name, text in (
         ("reset", "put a serving lab back to the broken state"),
         ("state", "print a serving lab's state as JSON"),
@@ -144,6 +170,10 @@ def serve(args: argparse.Namespace) -> int:
             propagation_delay_s=args.propagation_delay,
             throttle_rate=args.throttle_rate,
             execution_role_fault=args.execution_role_fault,
+            stale_reads_s=args.stale_reads,
+            log_pages=args.log_pages,
+            scenario=args.scenario,
+            validate_responses=args.validate_responses,
         )
         if not 0 <= args.port <= 65535:
             raise LabError(f"--port must be from 0 to 65535; got {args.port}")
@@ -157,7 +187,7 @@ def serve(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         print(
             f"lab: serving account {lab.account_id} ({lab.region}) at {lab.endpoint_url}, "
-            f"time scale {args.time_scale:g}; Ctrl-C stops it",
+            f"scenario {args.scenario}, time scale {args.time_scale:g}; Ctrl-C stops it",
             file=sys.stderr,
             flush=True,
         )

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 
 from runbook_lib.access_denied import NO_ALLOW, assumed_role_arn, format_access_denied
 from runbook_lib.lab.errors import LabConfigError
+from runbook_lib.partitions import arn
 
 # --- throttling -----------------------------------------------------------------------------
 
@@ -119,6 +120,16 @@ class TaskFacts:
     log_group: str
     log_stream: str
 
+    @property
+    def stream_arn(self) -> str:
+        """The log stream's ARN (what IAM decides ``logs:CreateLogStream`` on)."""
+        return arn(
+            "logs",
+            self.region,
+            self.account_id,
+            f"log-group:{self.log_group}:log-stream:{self.log_stream}",
+        )
+
 
 @dataclass(frozen=True)
 class StartFailure:
@@ -147,14 +158,19 @@ def image_pull_failure(facts: TaskFacts) -> StartFailure:
     return StartFailure(reason, pulled=False)
 
 
-def logger_failure(facts: TaskFacts, kind: str = NO_ALLOW) -> StartFailure:
-    """The execution role may not create the task's log stream (awslogs driver)."""
-    principal = assumed_role_arn(facts.account_id, facts.execution_role, facts.task_id)
-    resource = (
-        f"arn:aws:logs:{facts.region}:{facts.account_id}:log-group:{facts.log_group}"
-        f":log-stream:{facts.log_stream}"
-    )
-    denied = format_access_denied(principal, "logs:CreateLogStream", resource, kind)
+def logger_failure(
+    facts: TaskFacts, kind: str = NO_ALLOW, denied: str | None = None
+) -> StartFailure:
+    """The execution role may not create the task's log stream (awslogs driver).
+
+    ``denied``: the AccessDenied sentence when the lab's evaluator decided it (it names the
+    policy type that denied); else the identity-policy sentence of ``kind``.
+    """
+    if denied is None:
+        principal = assumed_role_arn(
+            facts.account_id, facts.execution_role, facts.task_id, region=facts.region
+        )
+        denied = format_access_denied(principal, "logs:CreateLogStream", facts.stream_arn, kind)
     reason = (
         "ResourceInitializationError: failed to validate logger args: create stream has been "
         "retried 1 times: failed to create Cloudwatch log stream: AccessDeniedException: "
@@ -180,11 +196,21 @@ class Faults:
     ``propagation_delay_s``: simulated seconds before an IAM change reaches the carts app.
     ``throttle_rate``: share of API calls (0..1) answered with the service's throttling error.
     ``execution_role_fault``: None or a key of :data:`START_FAILURES`.
+    ``stale_reads_s``: simulated seconds during which IAM's reads of a role (``GetRole``,
+    ``GetRolePolicy``, ``ListRolePolicies``) may still answer its state before a write: IAM "takes
+    time to become visible from all possible endpoints" (IAM User Guide, troubleshoot_general.html
+    #troubleshoot_general_eventual-consistency; AWS-FACTS 7). The lab answers as of this long ago.
+    ``log_pages``: CloudWatch Logs answers ``GetLogEvents`` and ``FilterLogEvents`` in partial and
+    empty pages before the end, as its API reference says it may (bc:``logs``
+    ``GetLogEventsResponse``, ``FilterLogEventsResponse``; AWS-FACTS 4); see
+    :mod:`runbook_lib.lab.logpages`.
     """
 
     propagation_delay_s: float = 0.0
     throttle_rate: float = 0.0
     execution_role_fault: str | None = None
+    stale_reads_s: float = 0.0
+    log_pages: bool = False
 
     def __post_init__(self) -> None:
         delay = self.propagation_delay_s
@@ -198,6 +224,14 @@ class Faults:
             raise LabConfigError(
                 f"throttle_rate must be a share from 0 up to (not including) 1; got {rate!r}."
             )
+        stale = self.stale_reads_s
+        if not _number(stale) or not 0 <= stale <= 86_400:
+            raise LabConfigError(
+                f"stale_reads_s must be a number of simulated seconds from 0 to 86400; "
+                f"got {stale!r}."
+            )
+        if not isinstance(self.log_pages, bool):
+            raise LabConfigError(f"log_pages must be true or false; got {self.log_pages!r}.")
         fault = self.execution_role_fault
         if fault is not None and fault not in START_FAILURES:
             allowed = ", ".join(repr(k) for k in START_FAILURES)
@@ -209,7 +243,7 @@ class Faults:
     def knob_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
 
-    def as_dict(self) -> dict[str, float | str | None]:
+    def as_dict(self) -> dict[str, float | str | bool | None]:
         return {name: getattr(self, name) for name in self.knob_names()}
 
 

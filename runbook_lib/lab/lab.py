@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import threading
 import time
@@ -20,9 +22,12 @@ from runbook_lib.lab.faults import Faults
 from runbook_lib.lab.guard import TOKEN_ENV
 from runbook_lib.lab.logstream import LogWriter
 from runbook_lib.lab.runtime import Runtime
+from runbook_lib.lab.scenarios import scenario
 from runbook_lib.lab.scheduler import ServiceScheduler
 from runbook_lib.lab.seed import LOG_GROUP, Seeded, seed_workshop
 from runbook_lib.lab.server import LabApp, LabServer
+from runbook_lib.lab.shapes import KEEP_PROBLEMS, ShapeProblem
+from runbook_lib.lab.wire import WireApp
 from runbook_lib.lab.world import Seeds, World
 from runbook_lib.params import Params
 from runbook_lib.session import LAB_ACCESS_KEY, LAB_SECRET_KEY
@@ -36,6 +41,14 @@ HISTORY_TIMEOUT_S = 10.0
 
 #: IAM actions that only read; every other IAM action a client sends counts as a write.
 IAM_READ_PREFIXES = ("Get", "List", "Simulate")
+#: ECS actions that only read.
+ECS_READ_PREFIXES = ("Describe", "List")
+
+#: When set (to a file path), every lab in the process validates its answers against botocore's
+#: output shapes, whatever its config says, and appends each problem to that file as a line of
+#: JSON: how a test suite covers labs it does not start itself (a papermill kernel's, a served
+#: lab's), and reads what they answered that AWS could not.
+VALIDATE_ENV = "RUNBOOK_LAB_VALIDATE"
 
 #: On a stepped clock, how far (simulated seconds) the history may go before giving up, and the
 #: step it advances by between two looks.
@@ -74,10 +87,33 @@ class Lab:
         #: IAM write actions clients sent since the lab was seeded, in order (the seed's own
         #: writes do not count).
         self.iam_writes: list[str] = []
+        #: ECS write actions clients sent since the lab was seeded (all but Describe*, List*).
+        self.ecs_writes: list[str] = []
+        #: Answers the lab sent that AWS could not have sent (see :mod:`runbook_lib.lab.shapes`).
+        self.shape_errors: list[ShapeProblem] = []
+        self._shape_log = os.environ.get(VALIDATE_ENV, "")
+        self.validates = config.validate_responses or bool(self._shape_log)
         #: The control routes' secret (``X-Lab-Token``): a web page cannot know it.
         self.token = secrets.token_hex(16)
-        self._server = LabServer(lambda: LabApp(self), port)
+        self._server = LabServer(self._wsgi_app, port)
         self._stopped = False
+
+    def _wsgi_app(self) -> Any:
+        return WireApp(LabApp(self), self.shape_problems if self.validates else None)
+
+    def shape_problems(self, problems: list[ShapeProblem]) -> None:
+        """Keep what :class:`~runbook_lib.lab.wire.WireApp` found (the first
+        :data:`~runbook_lib.lab.shapes.KEEP_PROBLEMS`), and append it to the file that
+        :data:`VALIDATE_ENV` names."""
+        with MOTO_LOCK:
+            room = KEEP_PROBLEMS - len(self.shape_errors)
+            self.shape_errors.extend(problems[: max(room, 0)])
+        if self._shape_log:
+            lines = "".join(
+                json.dumps({"endpoint": self.endpoint_url, **p.as_dict()}) + "\n" for p in problems
+            )
+            with open(self._shape_log, "a", encoding="utf-8") as sink:
+                sink.write(lines)
 
     # --- life -------------------------------------------------------------------------------
 
@@ -92,8 +128,8 @@ class Lab:
         """
         from runbook_lib.lab.moto_patches import pin_task_lifecycle, shared_botocore_loader
 
-        params = params or Params()
         config = config or LabConfig()
+        params = in_scenario_region(params or Params(), config.scenario)
         account = params.lab_account_id
         with _accounts_lock:
             if account in _accounts_in_use:
@@ -120,6 +156,7 @@ class Lab:
             lab.world.runtime.start()
             lab._server.start()
             lab._play_history()
+            lab._play_scenario()
         except BaseException:
             lab.stop()
             raise
@@ -135,31 +172,71 @@ class Lab:
         want = self.config.history
         if want <= 0:
             return
+        self._play_until(lambda: self._stopped_tasks() >= want)
+
+    def _play_until(self, check: Callable[[], bool], what: str = "") -> None:
+        """Let the lab's time pass until ``check()`` holds: step by step on a stepped clock,
+        fast on a real one (at most :data:`HISTORY_TIMEOUT_S` wall seconds)."""
         clock = self.world.clock
         if clock.stepped:
-            self.advance_until(lambda: self._stopped_tasks() >= want, HISTORY_LIMIT_S)
+            try:
+                self.advance_until(check, HISTORY_LIMIT_S)
+            except LabError:
+                raise LabError(
+                    f"the lab gave up after {HISTORY_LIMIT_S:g} simulated seconds waiting for "
+                    f"{what or 'its history'}"
+                ) from None
             return
         saved = clock.time_scale
         clock.time_scale = min(saved, HISTORY_TIME_SCALE)
         deadline = time.monotonic() + HISTORY_TIMEOUT_S
         try:
             while time.monotonic() < deadline:
-                if self._stopped_tasks() >= want:
+                if check():
                     return
                 time.sleep(0.005)
         finally:
             clock.time_scale = saved
+        if what:
+            raise LabError(f"the lab gave up after {HISTORY_TIMEOUT_S:g} s waiting for {what}")
+
+    def _play_scenario(self) -> None:
+        """Set the scenario up through AWS's API, as a user would on this lab, and let it
+        play until it stands as the scenario says; its writes are not counted as a client's."""
+        from runbook_lib.lab.scenarios import Api
+
+        setup = scenario(self.config.scenario).setup
+        if setup is None:
+            return
+        api = Api(
+            self.endpoint_url,
+            self.region,
+            self.params,
+            lambda what, check: self._play_until(check, what),
+        )
+        setup(api)
+        with MOTO_LOCK:
+            self.iam_writes = []
+            self.ecs_writes = []
 
     def _build(self) -> None:
         """Wipe the account and seed the broken workshop state (caller holds MOTO_LOCK)."""
         from moto.moto_api._internal import mock_random
 
-        from runbook_lib.lab.moto_patches import install_caller_identity, install_ecs_overrides
+        from runbook_lib.lab.assume_role import install_assume_role_check
+        from runbook_lib.lab.moto_patches import (
+            install_caller_identity,
+            install_ecs_overrides,
+            install_iam_reads,
+            install_logs_overrides,
+        )
+        from runbook_lib.lab.seed import PARTICIPANT_ROLE
 
         world = self.world
         world.runtime.clear()
         world.backends.reset()
         self.iam_writes = []
+        self.ecs_writes = []
         world.logs.forget()
         world.histories.clear()
         world.seeds = Seeds.from_seed(self.config.seed)
@@ -171,8 +248,15 @@ class Lab:
         install_caller_identity(
             world.backends.sts, self.seeded.participant_arn, self.seeded.participant_user_id
         )
+        install_assume_role_check(
+            world.backends.sts,
+            self.seeded.participant_arn,
+            f"arn:{world.partition}:iam::{self.account_id}:role/{PARTICIPANT_ROLE}",
+        )
         self.scheduler = ServiceScheduler(world)
         install_ecs_overrides(world.backends.ecs, self.scheduler)
+        install_logs_overrides(world.backends.logs, lambda: self.world.faults.log_pages)
+        install_iam_reads(world.backends.iam, world.role_as_read)
         world.history(self.params.task_role)
         world.history(self.params.execution_role)
         self.scheduler.start()
@@ -237,6 +321,7 @@ class Lab:
                 self.world.clock.restart()
             self._build()
         self._play_history()
+        self._play_scenario()
 
     # --- time ---------------------------------------------------------------------------------
 
@@ -310,9 +395,14 @@ class Lab:
                 "time_scale": self.config.time_scale,
                 "seed": self.config.seed,
                 "faults": self.world.faults.as_dict(),
-                "task_role_policies": sorted(role),
+                "task_role_policies": sorted(role.identity),
+                "task_role_boundary": role.boundary_arn,
+                "scenario": self.config.scenario,
                 "iam_writes": list(self.iam_writes),
+                "ecs_writes": list(self.ecs_writes),
                 "process_errors": list(self.world.runtime.failures[-10:]),
+                "validates_responses": self.validates,
+                "shape_errors": [str(p) for p in self.shape_errors],
                 "tasks": [
                     {
                         "id": t.id,
@@ -347,6 +437,8 @@ class Lab:
             if not operation.startswith(IAM_READ_PREFIXES):
                 self.iam_writes.append(operation or "(unknown IAM action)")
             self.world.observe_policies()
+        elif service == "ecs" and not operation.startswith(ECS_READ_PREFIXES):
+            self.ecs_writes.append(operation or "(unknown ECS action)")
 
     def throttle_now(self) -> bool:
         """Whether to throttle the request at hand (seeded draw)."""
@@ -384,3 +476,14 @@ class LabClientClock:
 
     def sleep(self, seconds: float) -> None:
         self._lab.advance(seconds)
+
+
+def in_scenario_region(params: Params, name: str) -> Params:
+    """``params`` in the region the scenario ``name`` needs: a region of another partition
+    is replaced by the scenario's (aws-cn: ``cn-north-1``); one of the same partition stays."""
+    from runbook_lib.partitions import partition_for_region
+
+    wanted = scenario(name).region
+    if wanted is None or partition_for_region(params.region) == partition_for_region(wanted):
+        return params
+    return replace(params, region=wanted)

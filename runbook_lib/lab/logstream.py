@@ -28,30 +28,34 @@ class LogWriter:
         self.group = group
         self.clock = clock
         self.keep = keep
-        self._last_ms: dict[str, int] = {}
+        self._last_ms: dict[tuple[str, str], int] = {}
 
-    def open(self, stream: str) -> None:
-        """Create ``stream`` in the group (the awslogs driver does, as the container starts)."""
-        self.backends.logs.create_log_stream(self.group, stream)
-        self._last_ms[stream] = 0
+    def open(self, stream: str, group: str | None = None) -> None:
+        """Create ``stream`` in the group (the awslogs driver does, as the container starts);
+        ``group`` defaults to the writer's (a sidecar may log to another)."""
+        group_name = group or self.group
+        self.backends.logs.create_log_stream(group_name, stream)
+        self._last_ms[(group_name, stream)] = 0
         while len(self._last_ms) > self.keep:
-            oldest = next(iter(self._last_ms))
-            del self._last_ms[oldest]
-            group = self.backends.logs.groups.get(self.group)
-            if group is not None and oldest in group.streams:
-                group.delete_log_stream(oldest)
+            oldest_group, oldest = next(iter(self._last_ms))
+            del self._last_ms[(oldest_group, oldest)]
+            found = self.backends.logs.groups.get(oldest_group)
+            if found is not None and oldest in found.streams:
+                found.delete_log_stream(oldest)
 
-    def write(self, stream: str, *lines: str) -> None:
+    def write(self, stream: str, *lines: str, group: str | None = None) -> None:
         """Append ``lines`` (each may hold several lines of text) as log events, stamped now."""
         events = [line for text in lines for line in text.splitlines() if line.strip()]
         if not events:
             return
-        stamp = max(self.clock.epoch_ms(), self._last_ms.get(stream, 0))
-        self._last_ms[stream] = stamp
-        group = self.backends.logs.groups.get(self.group)
-        if group is None or stream not in group.streams:
+        group_name = group or self.group
+        key = (group_name, stream)
+        stamp = max(self.clock.epoch_ms(), self._last_ms.get(key, 0))
+        self._last_ms[key] = stamp
+        found = self.backends.logs.groups.get(group_name)
+        if found is None or stream not in found.streams:
             return  # somebody deleted the group or stream: the driver's lines go nowhere
-        group.put_log_events(stream, [{"timestamp": stamp, "message": m} for m in events])
+        found.put_log_events(stream, [{"timestamp": stamp, "message": m} for m in events])
 
     def forget(self) -> None:
         """Drop what the writer remembers of streams (after the log group was recreated)."""

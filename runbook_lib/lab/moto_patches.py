@@ -8,6 +8,7 @@ backend drops them (moto's ``BaseBackend.reset`` re-runs ``__init__``): install 
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -177,6 +178,8 @@ class EcsHooks(Protocol):
 
     def service_changed(self, service: Any, before: dict[str, Any]) -> None: ...
 
+    def service_created(self, service: Any) -> None: ...
+
 
 def install_ecs_overrides(ecs: Any, hooks: EcsHooks) -> None:
     """Replace the ECS backend methods whose answers differ from AWS's, on this backend only."""
@@ -185,6 +188,7 @@ def install_ecs_overrides(ecs: Any, hooks: EcsHooks) -> None:
     original_list_tasks = type(ecs).list_tasks
     original_update_service = type(ecs).update_service
     original_delete_service = type(ecs).delete_service
+    original_create_service = type(ecs).create_service
 
     def list_tasks(
         cluster_str: str | None = None,
@@ -257,8 +261,26 @@ def install_ecs_overrides(ecs: Any, hooks: EcsHooks) -> None:
         return service
 
     def delete_service(cluster_name: str, service_name: str, force: bool) -> Any:
+        # moto behaviour: a deleted service is INACTIVE at once. AWS: "the service status
+        # moves from ACTIVE to DRAINING, and the service is no longer visible in the console or
+        # in ListServices. After the tasks have stopped, then the service status moves from
+        # DRAINING to INACTIVE" (bc:ecs DeleteService); the scheduler finishes the move.
         service = original_delete_service(ecs, cluster_name, service_name, force)
+        service.status = "DRAINING"
         hooks.service_changed(service, {})
+        return service
+
+    def create_service(cluster_str: str, service_name: str, *args: Any, **kwargs: Any) -> Any:
+        # moto behaviour: creating a service over one of the same name replaces it silently.
+        # AWS refuses while the old one is ACTIVE or DRAINING (the messages clients report).
+        cluster = ecs._get_cluster(cluster_str or "default")
+        existing = ecs.services.get(f"{cluster.name}:{service_name}")
+        if existing is not None and existing.status == "ACTIVE":
+            raise InvalidParameterException("Creation of service was not idempotent.")
+        if existing is not None and existing.status == "DRAINING":
+            raise InvalidParameterException("Unable to Start a service that is still Draining.")
+        service = original_create_service(ecs, cluster_str, service_name, *args, **kwargs)
+        hooks.service_created(service)
         return service
 
     overrides: dict[str, Callable[..., Any]] = {
@@ -267,6 +289,163 @@ def install_ecs_overrides(ecs: Any, hooks: EcsHooks) -> None:
         "stop_task": stop_task,
         "update_service": update_service,
         "delete_service": delete_service,
+        "create_service": create_service,
     }
     for name, fn in overrides.items():
         setattr(ecs, name, fn)
+
+
+def install_logs_overrides(logs: Any, small_pages: Callable[[], bool]) -> None:
+    """Answer ``FilterLogEvents`` (and, with the ``log_pages`` knob, ``GetLogEvents``) as
+    CloudWatch Logs does; pages and tokens come from :mod:`runbook_lib.lab.logpages`."""
+    from moto.logs.exceptions import InvalidParameterException, ResourceNotFoundException
+
+    from runbook_lib.lab import logpages
+    from runbook_lib.lab.wire import current_request
+
+    original_get_log_events = type(logs).get_log_events
+
+    def too_many(limit: int | None) -> None:
+        if limit and limit > logpages.MAX_EVENTS:
+            raise InvalidParameterException(
+                constraint="Member must have value less than or equal to 10000",
+                parameter="limit",
+                value=limit,
+            )
+
+    def get_log_events(
+        log_group_name: str,
+        log_group_id: str,
+        log_stream_name: str,
+        start_time: int | None,
+        end_time: int | None,
+        limit: int | None,
+        next_token: str | None,
+        start_from_head: bool,
+    ) -> tuple[list[dict[str, Any]], str, str]:
+        group = logs._find_log_group(log_group_id=log_group_id, log_group_name=log_group_name)
+        if log_stream_name not in group.streams:
+            # moto behaviour: a missing stream is "The specified log group does not exist."
+            raise ResourceNotFoundException("The specified log stream does not exist.")
+        if not small_pages():
+            return original_get_log_events(  # type: ignore[no-any-return]
+                logs,
+                log_group_name,
+                log_group_id,
+                log_stream_name,
+                start_time,
+                end_time,
+                limit,
+                next_token,
+                start_from_head,
+            )
+        too_many(limit)
+        events = sorted(
+            (
+                e
+                for e in group.streams[log_stream_name].events
+                if (not start_time or e.timestamp >= start_time)
+                and (not end_time or e.timestamp <= end_time)
+            ),
+            key=lambda e: e.timestamp,
+        )
+        try:
+            page = logpages.get_page(events, next_token, bool(start_from_head), limit, True)
+        except logpages.BadToken:
+            raise InvalidParameterException("The specified nextToken is invalid.") from None
+        return [e.to_response_dict() for e in page.events], page.backward, page.forward
+
+    def filter_log_events(
+        log_group_name: str,
+        log_stream_names: list[str],
+        start_time: int | None,
+        end_time: int | None,
+        limit: int | None,
+        next_token: str | None,
+        filter_pattern: str,
+        interleaved: bool,
+    ) -> tuple[list[dict[str, Any]], str | None, list[dict[str, Any]]]:
+        # moto behaviour: logStreamNamePrefix is not handed to the backend (every stream is
+        # searched), events come stream by stream unless interleaved, and searchedLogStreams
+        # lists every stream. AWS: "interleaved ... is ignored and the value is assumed to be
+        # true", searchedLogStreams "returns an empty list" (bc:logs FilterLogEvents).
+        too_many(limit)
+        if log_group_name not in logs.groups:
+            raise ResourceNotFoundException()
+        group = logs.groups[log_group_name]
+        prefix = current_request().params.get("logStreamNamePrefix")
+        names = [
+            name
+            for name in group.streams
+            if (not log_stream_names or name in log_stream_names)
+            and (not prefix or name.startswith(prefix))
+        ]
+        events: list[dict[str, Any]] = []
+        for name in names:
+            events += group.streams[name].filter_log_events(start_time, end_time, filter_pattern)
+        events.sort(key=lambda e: e["timestamp"])
+        try:
+            page, token = logpages.filter_page(
+                events, log_group_name, next_token, limit, small_pages()
+            )
+        except logpages.BadToken:
+            raise InvalidParameterException("The specified nextToken is invalid.") from None
+        return page, token, []
+
+    logs.get_log_events = get_log_events
+    logs.filter_log_events = filter_log_events
+
+
+def install_iam_reads(iam: Any, as_read: Callable[[str], Any]) -> None:
+    """Let IAM's reads of a role answer its earlier state while a write propagates.
+
+    ``as_read(role_name)``: the :class:`~runbook_lib.lab.policies.RoleState` a read answers now
+    (None: what moto holds). Only the read operations themselves are answered from it
+    (``GetRole``, ``GetRolePolicy``, ``ListRolePolicies``); moto's write paths call the same
+    backend methods and keep seeing the present.
+    """
+    from moto.iam.exceptions import NotFoundException
+
+    from runbook_lib.lab.wire import current_request
+
+    original_get_role = type(iam).get_role
+    original_get_role_policy = type(iam).get_role_policy
+    original_list_role_policies = type(iam).list_role_policies
+
+    def stale(operation: str, role_name: str) -> Any:
+        request = current_request()
+        if request.service != "iam" or request.operation != operation:
+            return None
+        return as_read(role_name)
+
+    def get_role(role_name: str) -> Any:
+        role = original_get_role(iam, role_name)
+        state = stale("GetRole", role_name)
+        if state is None or state.boundary_arn == role.permissions_boundary_arn:
+            return role
+        seen = copy.copy(role)
+        seen.permissions_boundary_arn = state.boundary_arn
+        return seen
+
+    def get_role_policy(role_name: str, policy_name: str) -> tuple[str, str]:
+        state = stale("GetRolePolicy", role_name)
+        if state is None:
+            return original_get_role_policy(iam, role_name, policy_name)  # type: ignore[no-any-return]
+        original_get_role(iam, role_name)  # NoSuchEntity for a role that is gone
+        if policy_name not in state.inline:
+            # moto's own wording for a policy the role does not have.
+            raise NotFoundException(
+                f"Policy Document {policy_name} not attached to role {role_name}"
+            )
+        return policy_name, str(state.inline[policy_name])
+
+    def list_role_policies(role_name: str) -> list[str]:
+        state = stale("ListRolePolicies", role_name)
+        if state is None:
+            return original_list_role_policies(iam, role_name)  # type: ignore[no-any-return]
+        original_get_role(iam, role_name)
+        return list(state.inline)
+
+    iam.get_role = get_role
+    iam.get_role_policy = get_role_policy
+    iam.list_role_policies = list_role_policies

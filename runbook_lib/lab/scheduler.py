@@ -9,10 +9,15 @@ pending tasks, and writes the service events the console shows, newest first::
 
 Tasks that die after RUNNING are replaced at once; tasks that fail to start
 (``TaskFailedToStart``) make it back off, as ECS's start throttling does.
+
+With the deployment circuit breaker on (``deploymentConfiguration.deploymentCircuitBreaker``), a
+deployment whose failed tasks reach the threshold turns FAILED and launches no new task (see
+:func:`failure_threshold` and :meth:`ServiceScheduler._trip`, AWS-FACTS 1).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from typing import Any
 
@@ -28,6 +33,15 @@ THROTTLE_CAP_S = 300.0
 #: How many stopped tasks stay listed (AWS keeps them for an hour) and events per service.
 KEEP_STOPPED = 100
 KEEP_EVENTS = 100
+
+#: The circuit breaker's reason, and the event ECS writes when it trips (AWS-FACTS 1: the reason
+#: as observed on FAILED deployments, containers-roadmap#1488; the event as observed in consoles).
+BREAKER_REASON = "ECS deployment circuit breaker: tasks failed to start."
+BREAKER_EVENT = "(deployment {id}) deployment failed: tasks failed to start."
+
+#: "was unable to place a task because no container instance met all of its requirements"
+#: (ECS Developer Guide, service-event-messages.html), when an EC2 cluster has no room.
+_NO_ROOM = "was unable to place a task because no container instance met all of its requirements."
 
 _UNABLE = (
     "is unable to consistently start tasks successfully. For more information, see the "
@@ -45,6 +59,8 @@ class ServiceScheduler:
         self._launching: set[str] = set()
         self._failed_starts: dict[str, int] = {}
         self._steady: dict[str, bool] = {}
+        #: Deployments whose failed tasks no longer count: one of their tasks ran successfully.
+        self._proven: set[str] = set()
 
     @property
     def ecs(self) -> Any:
@@ -79,13 +95,18 @@ class ServiceScheduler:
                 if task.wants_to_run:
                     self.runner.stop(task, "ServiceSchedulerInitiated", "Service deleted")
             self._recount(service)
+            if service.status == "DRAINING" and not any(t.last_status != "STOPPED" for t in mine):
+                service.status = "INACTIVE"
             return
         primary = self._primary(service)
         if primary is None:
             return
         live = [t for t in mine if t.wants_to_run and t.deployment_id == primary["id"]]
         wanted = int(service.desired_count or 0)
-        if len(live) < wanted and key not in self._launching:
+        # "A deployment in FAILED state doesn't launch any new tasks." (bc:ecs
+        # Deployment.rolloutState)
+        failed = primary.get("rolloutState") == "FAILED"
+        if len(live) < wanted and key not in self._launching and not failed:
             self._launching.add(key)
             self.world.runtime.spawn(
                 f"launch {key}",
@@ -120,6 +141,8 @@ class ServiceScheduler:
         primary = self._primary(service) if service is not None else None
         if service is None or primary is None or service.status != "ACTIVE":
             return
+        if primary.get("rolloutState") == "FAILED":
+            return
         live = [
             t
             for t in self._tasks_of(service)
@@ -128,7 +151,16 @@ class ServiceScheduler:
         count = min(count, int(service.desired_count or 0) - len(live))
         if count <= 0:
             return
-        started = [self.runner.launch(service, primary["id"]) for _ in range(count)]
+        placed = [self.runner.launch(service, primary["id"]) for _ in range(count)]
+        started = [t for t in placed if t is not None]
+        if len(started) < len(placed):
+            self._event(service, _NO_ROOM)
+            self._launching.add(key)
+            self.world.runtime.spawn(
+                f"launch {key}", self._launch(key, count), owner=self, delay_s=CHECK_EVERY_S
+            )
+        if not started:
+            return
         for task in started:
             self.tasks[task.arn] = task
         self._steady[key] = False
@@ -150,10 +182,15 @@ class ServiceScheduler:
         self._recount(service)
         if primary is None or task.deployment_id != primary["id"]:
             return
+        if primary["id"] not in self._proven:
+            # "Once a service deployment has one or more successfully running tasks, the failed
+            # task count resets to zero and stops being evaluated." (bc:ecs Deployment.failedTasks)
+            self._proven.add(primary["id"])
+            primary["failedTasks"] = 0
         healthy = [
             t
             for t in self._tasks_of(service)
-            if t.wants_to_run and t.deployment_id == primary["id"] and t.healthy
+            if t.wants_to_run and t.deployment_id == primary["id"] and t.counts_as_healthy
         ]
         if len(healthy) < int(service.desired_count or 0):
             return
@@ -178,11 +215,51 @@ class ServiceScheduler:
         primary = self._primary(service)
         failed = task.moto.stop_code in ("EssentialContainerExited", "TaskFailedToStart")
         ours = primary is not None and task.deployment_id == primary["id"]
-        if primary is not None and ours and failed and not task.healthy:
+        counted = primary is not None and ours and failed and not task.counts_as_healthy
+        if primary is not None and counted and primary["id"] not in self._proven:
             primary["failedTasks"] = int(primary.get("failedTasks") or 0) + 1
+            self._trip(service, primary)
         self._reconcile(key, service)
 
+    # --- the deployment circuit breaker -----------------------------------------------------
+
+    def _trip(self, service: Any, primary: dict[str, Any]) -> None:
+        """Mark ``primary`` FAILED once its failed tasks reach the breaker's threshold; with
+        rollback, go back to the newest COMPLETED deployment, else stall (AWS-FACTS 1)."""
+        breaker = circuit_breaker(service)
+        if breaker is None or primary.get("rolloutState") != "IN_PROGRESS":
+            return
+        if int(primary.get("failedTasks") or 0) < failure_threshold(service.desired_count):
+            return
+        now = self.world.clock.now()
+        primary.update(rolloutState="FAILED", rolloutStateReason=BREAKER_REASON, updatedAt=now)
+        self._event(service, BREAKER_EVENT.format(id=primary["id"]))
+        completed = [d for d in service.deployments if d.get("rolloutState") == "COMPLETED"]
+        if not breaker.get("rollback") or not completed:
+            # "When the deployment circuit breaker does not find a deployment that is in a
+            # COMPLETED state, the circuit breaker does not launch new tasks and the deployment
+            # is stalled." (deployment-circuit-breaker.html)
+            return
+        # "ECS looks for the most recent deployment that is in a COMPLETED state ... the
+        # deployment changes from a COMPLETED to IN_PROGRESS" (deployment-circuit-breaker.html)
+        target = completed[0]
+        primary["status"] = "ACTIVE"
+        target.update(
+            status="PRIMARY",
+            rolloutState="IN_PROGRESS",
+            rolloutStateReason=(
+                f"ECS deployment circuit breaker: rolling back to deploymentId {target['id']}."
+            ),
+            updatedAt=now,
+        )
+        service.deployments = [target, *(d for d in service.deployments if d is not target)]
+        service.task_definition = target["taskDefinition"]
+        self._event(service, f"rolling back to deployment {target['id']}.")
+
     def task_stopped(self, task: LabTask) -> None:
+        service = self._service_for(task)
+        if service is not None and service.status == "DRAINING":
+            self._reconcile(_key(service), service)
         self._recount_for(task)
         self._prune()
 
@@ -212,6 +289,15 @@ class ServiceScheduler:
             ):
                 self._new_deployment(service, before)
         self._reconcile(_key(service), service)
+
+    def service_created(self, service: Any) -> None:
+        """``CreateService`` went through moto: take the new service over."""
+        key = _key(service)
+        self._failed_starts.pop(key, None)
+        self._steady[key] = False
+        if service.deployments:
+            self._renew_deployment_id(service.deployments[0])
+        self._reconcile(key, service)
 
     def _new_deployment(self, service: Any, before: dict[str, Any]) -> None:
         now = self.world.clock.now()
@@ -264,6 +350,14 @@ class ServiceScheduler:
         # moto behaviour: describe_services reports runningCount 0 / pendingCount = desired
         # from creation on, and update_service sets runningCount = desiredCount. AWS counts.
         mine = [t for t in self._tasks_of(service) if t.wants_to_run]
+        # "ACTIVE: A service deployment that still has running tasks ... INACTIVE: A deployment
+        # that has been completely replaced" (bc:ecs Deployment.status): one left without a task
+        # is no longer listed.
+        service.deployments = [
+            d
+            for d in service.deployments
+            if d.get("status") == "PRIMARY" or any(t.deployment_id == d["id"] for t in mine)
+        ]
         total_running = total_pending = 0
         for deployment in service.deployments:
             of = [t for t in mine if t.deployment_id == deployment["id"]]
@@ -321,6 +415,25 @@ class ServiceScheduler:
                 found: dict[str, Any] = deployment
                 return found
         return None
+
+
+def circuit_breaker(service: Any) -> dict[str, Any] | None:
+    """The service's ``deploymentCircuitBreaker`` when it is enabled (bc:``ecs``
+    ``DeploymentCircuitBreaker.enable``), else None."""
+    config = getattr(service, "deployment_configuration", None) or {}
+    breaker = config.get("deploymentCircuitBreaker") or {}
+    return breaker if breaker.get("enable") else None
+
+
+def failure_threshold(desired_count: Any) -> int:
+    """Failed tasks that trip the breaker: ``0.5 * desired task count`` rounded up, at least 3
+    and at most 200 (bc:``ecs`` ``ServiceDeploymentCircuitBreaker.threshold``; the archived
+    deployment-circuit-breaker guide rounds 25 to 13; AWS-FACTS 1).
+
+    >>> [failure_threshold(n) for n in (1, 6, 7, 25, 1000)]
+    [3, 3, 4, 13, 200]
+    """
+    return min(max(math.ceil(0.5 * int(desired_count or 0)), 3), 200)
 
 
 def _key(service: Any) -> str:

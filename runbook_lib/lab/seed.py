@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from runbook_lib.lab.backends import Backends
 from runbook_lib.lab.moto_patches import register_aws_managed_policy
 from runbook_lib.params import Params
+from runbook_lib.partitions import partition_for_region
 
 IMAGE = "public.ecr.aws/aws-containers/retail-store-sample-cart:0.8.0"
 FAMILY = "retail-store-ecs-carts"
@@ -82,6 +83,7 @@ class Seeded:
 def seed_workshop(backends: Backends, params: Params) -> Seeded:
     """Write the broken workshop state into the (empty) backends; caller holds MOTO_LOCK."""
     region = params.region
+    partition = partition_for_region(region)
     ec2 = backends.ec2
     vpc = ec2.create_vpc("10.0.0.0/16")
     # moto behaviour: run_task (awsvpc) reads the ENI's private DNS name, which moto only sets
@@ -122,7 +124,7 @@ def seed_workshop(backends: Backends, params: Params) -> Seeded:
         "Statement": [
             {
                 "Effect": "Allow",
-                "Principal": {"AWS": f"arn:aws:iam::{params.lab_account_id}:root"},
+                "Principal": {"AWS": f"arn:{partition}:iam::{params.lab_account_id}:root"},
                 "Action": ["sts:AssumeRole", "sts:TagSession"],
             }
         ],
@@ -197,7 +199,7 @@ def seed_workshop(backends: Backends, params: Params) -> Seeded:
         task_definition_arn=tdef.arn,
         service_arn=service.arn,
         participant_arn=(
-            f"arn:aws:sts::{params.lab_account_id}:assumed-role/{PARTICIPANT_ROLE}/"
+            f"arn:{partition}:sts::{params.lab_account_id}:assumed-role/{PARTICIPANT_ROLE}/"
             f"{PARTICIPANT_SESSION}"
         ),
         participant_user_id=f"{participant.id}:{PARTICIPANT_SESSION}",

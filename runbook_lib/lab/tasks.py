@@ -1,19 +1,27 @@
-"""One ECS task's life, as Fargate lives it, on moto's task object.
+"""One ECS task's life, as Fargate (or an EC2 container instance) lives it, on moto's task object.
 
 PROVISIONING -> PENDING -> ACTIVATING -> RUNNING -> DEACTIVATING -> STOPPING -> DEPROVISIONING
--> STOPPED, with the timestamps, stop codes and container fields ``describe_tasks`` shows. What
-happens in RUNNING is up to the application (:mod:`runbook_lib.lab.app`); what can go wrong
-before it are the start-failure scenarios of :mod:`runbook_lib.lab.faults`.
+-> STOPPED, with the timestamps, stop codes and container fields ``describe_tasks`` shows. A task
+without an ``awsvpc`` network interface skips the states that exist for it (PROVISIONING,
+ACTIVATING, DEPROVISIONING: "for tasks that use the awsvpc network mode, the elastic network
+interface needs to be provisioned", ECS Developer Guide, task-lifecycle-explanation.html).
+
+Every container of the task definition runs, in its order (``describe_tasks`` lists them so): the
+app container (:func:`app_container`) runs the carts app, the others are sidecars that log a
+line and run until the task stops. What happens in RUNNING is up to the application
+(:mod:`runbook_lib.lab.app`); what can go wrong before it are the start-failure scenarios of
+:mod:`runbook_lib.lab.faults`.
 """
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from runbook_lib.iam_eval import evaluate
+from runbook_lib.access_denied import assumed_role_arn
 from runbook_lib.lab.app import AppContext, CartsApp
 from runbook_lib.lab.faults import (
     START_FAILURES,
@@ -22,6 +30,7 @@ from runbook_lib.lab.faults import (
     logger_failure,
 )
 from runbook_lib.lab.moto_patches import freeze_task
+from runbook_lib.lab.policies import decide, denial
 from runbook_lib.lab.world import World
 
 PENDING_STATES = ("PROVISIONING", "PENDING", "ACTIVATING")
@@ -85,6 +94,19 @@ class LabTask:
     def healthy(self) -> bool:
         return bool(self.moto.health_status == "HEALTHY")
 
+    @property
+    def counts_as_healthy(self) -> bool:
+        """Whether the service scheduler takes this task as healthy: HEALTHY, or RUNNING when no
+        essential container defines a health check ("Tasks for services that don't use a load
+        balancer are considered healthy if they're in the RUNNING state", bc:``ecs``
+        ``UpdateService``)."""
+        if self.healthy:
+            return True
+        return not self.health_checked and self.last_status == "RUNNING"
+
+    #: Whether an essential container of the task's definition has a health check.
+    health_checked: bool = True
+
 
 class TaskRunner:
     """Launches tasks and plays their lifecycle as runtime processes."""
@@ -96,11 +118,12 @@ class TaskRunner:
 
     # --- launch -----------------------------------------------------------------------------
 
-    def launch(self, service: Any, deployment_id: str) -> LabTask:
-        """Start one task of ``service`` (``run_task`` on moto, then make it look like AWS's)."""
+    def launch(self, service: Any, deployment_id: str) -> LabTask | None:
+        """Start one task of ``service`` (``run_task`` on moto, then make it look like AWS's);
+        None when no container instance has room for it (EC2 launch type)."""
         ecs = self.world.backends.ecs
         network = service.network_configuration or None
-        [moto_task] = ecs.run_task(
+        placed = ecs.run_task(
             service.cluster_name,
             service.task_definition,
             1,
@@ -111,8 +134,11 @@ class TaskRunner:
             networking_configuration=network,
             group=f"service:{service.name}",
         )
-        task = LabTask(moto_task, service.name, deployment_id)
+        if not placed:
+            return None
+        task = LabTask(placed[0], service.name, deployment_id)
         self._dress(task, service)
+        self._docker_ids(task.moto)
         self.world.runtime.spawn(f"task {task.id}", self._boot(task), owner=task)
         return task
 
@@ -131,35 +157,48 @@ class TaskRunner:
         tdef = ecs.describe_task_definition(t.task_definition_arn)
         subnet_id = _detail(t, "subnetId")
         subnet = world.backends.ec2.get_subnet(subnet_id) if subnet_id else None
-        t.last_status = "PROVISIONING"
+        fargate = (service.launch_type or "FARGATE") == "FARGATE"
+        t.last_status = "PROVISIONING" if t.attachments else "PENDING"
         t.desired_status = "RUNNING"
         t.created_at = now
         t.version = 1
         t.cpu = tdef.cpu
         t.memory = tdef.memory
         t.launch_type = service.launch_type or "FARGATE"
-        t.platform_version = "1.4.0"
-        t.platform_family = "Linux"
-        t.availability_zone = subnet.availability_zone if subnet is not None else None
+        if fargate:
+            t.platform_version = "1.4.0"
+            t.platform_family = "Linux"
+            t.ephemeral_storage = {"sizeInGiB": 20}
+        t.availability_zone = self._zone(t, subnet)
         t.connectivity = None
         t.health_status = "UNKNOWN"
         t.enable_execute_command = False
-        t.ephemeral_storage = {"sizeInGiB": 20}
         # moto behaviour: an empty stoppedReason is sent on every task; AWS sends none.
         t.stopped_reason = None
         self._fix_network(t, subnet)
-        cdef = tdef.container_definitions[0]
-        for c in t.containers:
+        task.health_checked = any(
+            d.get("healthCheck") for d in tdef.container_definitions if d.get("essential", True)
+        )
+        # moto behaviour: a task holds one container, made from the first container definition
+        # only; AWS runs (and describe_tasks lists) every container of the definition, in order.
+        first = t.containers[0]
+        t.containers = [first, *(copy.copy(first) for _ in tdef.container_definitions[1:])]
+        for c, cdef in zip(t.containers, tdef.container_definitions, strict=True):
             # moto behaviour: containers[].taskArn holds the task definition's ARN and
             # containerArn hangs off it; exitCode is 0 and healthStatus HEALTHY from the start.
+            c.name = cdef.get("name")
+            c.image = cdef.get("image")
+            c.memory = cdef.get("memory")
             c.task_arn = t.task_arn
             c.container_arn = (
-                f"arn:aws:ecs:{world.region}:{world.account_id}:container/{t.cluster_name}/"
-                f"{t.id}/{_uuid(world.seeds.task_ids.getrandbits(128))}"
+                f"arn:{world.partition}:ecs:{world.region}:{world.account_id}:container/"
+                f"{t.cluster_name}/{t.id}/{_uuid(world.seeds.task_ids.getrandbits(128))}"
             )
             c.exitCode = None
             c.last_status = "PENDING"
-            c.health_status = "UNKNOWN" if cdef.get("healthCheck") else None
+            # "If health checks aren't configured for this container in its task definition,
+            # then it reports the health status as UNKNOWN" (bc:ecs Container.healthStatus).
+            c.health_status = "UNKNOWN"
             c.cpu = str(cdef.get("cpu", 0))
             c.memory_reservation = (
                 str(cdef["memoryReservation"]) if "memoryReservation" in cdef else None
@@ -174,6 +213,22 @@ class TaskRunner:
                 if t.attachments
                 else []
             )
+
+    def _zone(self, t: Any, subnet: Any) -> str | None:
+        if subnet is not None:
+            return str(subnet.availability_zone)
+        instance = self._container_instance(t)
+        if instance is None:
+            return None
+        ec2_instance = self.world.backends.ec2.get_instance(instance.ec2_instance_id)
+        return str(ec2_instance.placement.zone) if ec2_instance is not None else None
+
+    def _container_instance(self, t: Any) -> Any:
+        arn = getattr(t, "container_instance_arn", None)
+        if not arn:
+            return None
+        instances = self.world.backends.ecs.container_instances.get(t.cluster_name, {})
+        return instances.get(str(arn).split("/")[-1])
 
     def _fix_network(self, t: Any, subnet: Any) -> None:
         # moto behaviour: the task's ENI gets a random 10.x address from Python's unseeded
@@ -196,7 +251,8 @@ class TaskRunner:
             eni.private_ip_address = address
             eni.private_dns_name = dns
             eni.description = (
-                f"arn:aws:ecs:{world.region}:{world.account_id}:attachment/{attachment['id']}"
+                f"arn:{world.partition}:ecs:{world.region}:{world.account_id}:attachment/"
+                f"{attachment['id']}"
             )
         attachment["status"] = "PRECREATED"
 
@@ -208,12 +264,14 @@ class TaskRunner:
 
     def _boot(self, task: LabTask) -> Generator[float, None, None]:
         t, timings, world = task.moto, self.timings, self.world
-        yield timings.provisioning
-        self._set(task, "PENDING")
+        if t.attachments:
+            yield timings.provisioning
+            self._set(task, "PENDING")
         for attachment in t.attachments:
             attachment["status"] = "ATTACHED"
-        t.connectivity = "CONNECTED"
-        t.connectivity_at = world.clock.now()
+        if t.attachments or t.launch_type == "FARGATE":
+            t.connectivity = "CONNECTED"
+            t.connectivity_at = world.clock.now()
         t.pull_started_at = world.clock.now()
         failure = self.start_failure(task)
         if failure is not None and not failure.pulled:
@@ -228,25 +286,50 @@ class TaskRunner:
             yield 1.0
             self._fail_start(task, failure)
             return
-        self._set(task, "ACTIVATING")
-        yield timings.activating
+        if t.attachments:
+            self._set(task, "ACTIVATING")
+            yield timings.activating
         self._set(task, "RUNNING")
         t.started_at = world.clock.now()
         for c in t.containers:
             c.last_status = "RUNNING"
-            c.runtime_id = f"{t.id}-{world.seeds.task_ids.randint(10**9, 10**10 - 1)}"
+            c.runtime_id = getattr(c, "lab_docker_id", None) or self._runtime_id(t)
         self.listener.task_running(task)
         self._start_app(task)
+        if not task.health_checked:
+            self.listener.task_healthy(task)
+
+    def _runtime_id(self, t: Any) -> str:
+        """The container's id on its host (``Container.runtimeId``): on Fargate the task id and
+        a number; on EC2 the 64 hex digits the Docker daemon assigns."""
+        rng = self.world.seeds.task_ids
+        if t.launch_type == "FARGATE":
+            return f"{t.id}-{rng.randint(10**9, 10**10 - 1)}"
+        return f"{rng.getrandbits(256):064x}"
+
+    def _docker_ids(self, t: Any) -> None:
+        """On EC2, the ids the Docker daemon will give the containers, known from the start so
+        that a log stream named after one can be named before the container runs."""
+        if t.launch_type != "FARGATE":
+            for c in t.containers:
+                c.lab_docker_id = self._runtime_id(t)
 
     def _start_app(self, task: LabTask) -> None:
         world = self.world
         tdef = world.backends.ecs.describe_task_definition(task.moto.task_definition_arn)
-        cdef = tdef.container_definitions[0]
+        app = app_container(tdef.container_definitions)
         role = str(getattr(tdef, "task_role_arn", "") or "").split("/")[-1]
-        stream = _stream_name(cdef, task.id)
-        if stream is not None:
-            world.logs.open(stream)
-        if "retail-store-sample-cart" in str(cdef.get("image", "")) and stream is not None:
+        stream = None
+        for c, cdef in zip(task.moto.containers, tdef.container_definitions, strict=True):
+            name = _stream_name(cdef, task.id, c.runtime_id)
+            if name is None:
+                continue
+            world.logs.open(name, _log_group(cdef))
+            if cdef is app:
+                stream = name
+            else:
+                world.logs.write(name, *sidecar_lines(cdef), group=_log_group(cdef))
+        if "retail-store-sample-cart" in str(app.get("image", "")) and stream is not None:
             ctx = AppContext(
                 params=world.params,
                 role_name=role,
@@ -258,6 +341,7 @@ class TaskRunner:
                 catalog=world.catalog,
                 customers=world.customers,
                 clock=world.clock,
+                partition=world.partition,
             )
             task.app = CartsApp(ctx, task.id, stream)
             world.runtime.spawn(
@@ -266,27 +350,42 @@ class TaskRunner:
                 owner=task,
                 on_exit=lambda code: self.container_exited(task, int(code)),
             )
-        if cdef.get("healthCheck"):
-            start_period = float(cdef["healthCheck"].get("startPeriod", self.timings.start_period))
-            world.runtime.spawn(f"health {task.id}", self._health(task, start_period), owner=task)
+        for c, cdef in zip(task.moto.containers, tdef.container_definitions, strict=True):
+            check = cdef.get("healthCheck")
+            if check:
+                start_period = float(check.get("startPeriod", self.timings.start_period))
+                name = f"health {task.id}" if cdef is app else f"health {task.id} {c.name}"
+                waits_for_app = task.app if cdef is app else None
+                world.runtime.spawn(
+                    name, self._health(task, c, start_period, waits_for_app), owner=task
+                )
 
-    def _health(self, task: LabTask, start_period: float) -> Generator[float, None, None]:
-        # The container turns HEALTHY when the start period has passed and the app answers
-        # /actuator/health; until then it stays UNKNOWN.
+    def _health(
+        self, task: LabTask, container: Any, start_period: float, app: CartsApp | None
+    ) -> Generator[float, None, None]:
+        # A container turns HEALTHY when its start period has passed and its check passes (the
+        # carts app answers /actuator/health once it has started); until then it is UNKNOWN.
         yield start_period
-        while task.app is not None and not task.app.ready:
+        while app is not None and not app.ready:
             yield self.timings.health_interval
-        for c in task.moto.containers:
-            c.health_status = "HEALTHY"
-        task.moto.health_status = "HEALTHY"
-        task.moto.version += 1
-        self.listener.task_healthy(task)
+        container.health_status = "HEALTHY"
+        tdef = self.world.backends.ecs.describe_task_definition(task.moto.task_definition_arn)
+        status = task_health(task.moto.containers, tdef.container_definitions)
+        if status != task.moto.health_status:
+            task.moto.health_status = status
+            task.moto.version += 1
+            if status == "HEALTHY":
+                self.listener.task_healthy(task)
 
     def container_exited(self, task: LabTask, exit_code: int) -> None:
-        """The essential container exited on its own: the task stops."""
-        for c in task.moto.containers:
-            c.exitCode = exit_code
-            c.last_status = "STOPPED"
+        """The app's essential container exited on its own: the task stops (ECS stops its other
+        containers, which the walk down gives their own exit codes)."""
+        tdef = self.world.backends.ecs.describe_task_definition(task.moto.task_definition_arn)
+        app = app_container(tdef.container_definitions)
+        for c, cdef in zip(task.moto.containers, tdef.container_definitions, strict=True):
+            if cdef is app:
+                c.exitCode = exit_code
+                c.last_status = "STOPPED"
         task.moto.execution_stopped_at = self.world.clock.now()
         self.stop(task, "EssentialContainerExited", "Essential container in task exited")
 
@@ -312,10 +411,13 @@ class TaskRunner:
             yield timings.deactivating
             self._set(task, "STOPPING")
             yield timings.stopping
-            for c in t.containers:
+            tdef = world.backends.ecs.describe_task_definition(t.task_definition_arn)
+            app = app_container(tdef.container_definitions)
+            for c, cdef in zip(t.containers, tdef.container_definitions, strict=True):
                 if c.last_status != "STOPPED":
-                    # SIGTERM from ECS: the JVM exits with 128 + 15.
-                    c.exitCode = 143
+                    # SIGTERM from ECS: the JVM exits with 128 + 15; a sidecar (Fluent Bit, a
+                    # proxy) handles it and exits 0.
+                    c.exitCode = 143 if cdef is app else 0
                     c.last_status = "STOPPED"
             if getattr(t, "execution_stopped_at", None) is None:
                 t.execution_stopped_at = world.clock.now()
@@ -323,8 +425,10 @@ class TaskRunner:
             for c in t.containers:
                 c.last_status = "STOPPED"
             t.execution_stopped_at = world.clock.now()
-        self._set(task, "DEPROVISIONING")
-        yield timings.deprovisioning
+        if t.attachments:
+            self._set(task, "DEPROVISIONING")
+            yield timings.deprovisioning
+        self._release(t)
         eni_id = _detail(t, "networkInterfaceId")
         if eni_id and eni_id in world.backends.ec2.enis:
             world.backends.ec2.delete_network_interface(eni_id)
@@ -334,43 +438,61 @@ class TaskRunner:
         t.stopped_at = world.clock.now()
         self.listener.task_stopped(task)
 
+    def _release(self, t: Any) -> None:
+        """Give the task's CPU, memory and ports back to its container instance (EC2).
+
+        moto behaviour: only moto's own ``stop_task`` returns them; the lab stops tasks itself.
+        """
+        instance = self._container_instance(t)
+        requirements = getattr(t, "resource_requirements", None)
+        if instance is not None and requirements:
+            self.world.backends.ecs.update_container_instance_resources(
+                instance, requirements, removing=True
+            )
+
     # --- start failures ---------------------------------------------------------------------
 
     def start_failure(self, task: LabTask) -> StartFailure | None:
-        """Why the task cannot start its container, or None: the fault knob first, then the
-        execution role's right to create the log stream."""
+        """Why the task cannot start its containers, or None: the fault knob first, then the
+        execution role's right to create each container's log stream."""
         world = self.world
         tdef = world.backends.ecs.describe_task_definition(task.moto.task_definition_arn)
-        cdef = tdef.container_definitions[0]
-        options = (cdef.get("logConfiguration") or {}).get("options") or {}
         exec_role = str(getattr(tdef, "execution_role_arn", "") or "").split("/")[-1]
-        facts = TaskFacts(
-            account_id=world.account_id,
-            region=world.region,
-            task_id=task.id,
-            image=str(cdef.get("image", "")),
-            execution_role=exec_role,
-            log_group=str(options.get("awslogs-group", "")),
-            log_stream=_stream_name(cdef, task.id) or "",
-        )
+        app = app_container(tdef.container_definitions)
         knob = world.faults.execution_role_fault
         if knob is not None:
-            return START_FAILURES[knob](facts)
-        if facts.log_group:
+            return START_FAILURES[knob](self._facts(task, app, exec_role, 0))
+        for i, cdef in enumerate(tdef.container_definitions):
+            facts = self._facts(task, cdef, exec_role, i)
+            if not facts.log_group:
+                continue
             if facts.log_group not in world.backends.logs.groups:
                 return StartFailure(
                     "ResourceInitializationError: failed to validate logger args: "
                     "The specified log group does not exist. : exit status 1",
                     pulled=True,
                 )
-            resource = (
-                f"arn:aws:logs:{facts.region}:{facts.account_id}:log-group:{facts.log_group}"
-                f":log-stream:{facts.log_stream}"
-            )
-            decision = evaluate(world.history(exec_role).read(), "logs:CreateLogStream", resource)
+            state = world.history(exec_role).read()
+            decision = decide(state, "logs:CreateLogStream", facts.stream_arn)
             if not decision.allowed:
-                return logger_failure(facts, decision.decision)
+                principal = assumed_role_arn(
+                    facts.account_id, exec_role, task.id, partition=world.partition
+                )
+                return logger_failure(facts, denied=denial(decision, principal))
         return None
+
+    def _facts(self, task: LabTask, cdef: dict[str, Any], exec_role: str, i: int) -> TaskFacts:
+        world = self.world
+        container = task.moto.containers[i] if i < len(task.moto.containers) else None
+        return TaskFacts(
+            account_id=world.account_id,
+            region=world.region,
+            task_id=task.id,
+            image=str(cdef.get("image", "")),
+            execution_role=exec_role,
+            log_group=_log_group(cdef),
+            log_stream=_stream_name(cdef, task.id, getattr(container, "lab_docker_id", None)) or "",
+        )
 
     def _fail_start(self, task: LabTask, failure: StartFailure) -> None:
         task.failed_to_start = True
@@ -387,13 +509,63 @@ def _detail(t: Any, name: str) -> str | None:
     return None
 
 
-def _stream_name(cdef: dict[str, Any], task_id: str) -> str | None:
+def app_container(definitions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The container the lab plays as carts: the one running the carts image, else the first
+    essential one (a sidecar such as a FireLens log router may be listed before it)."""
+    for cdef in definitions:
+        if "retail-store-sample-cart" in str(cdef.get("image", "")):
+            return cdef
+    essential = [d for d in definitions if d.get("essential", True)]
+    return (essential or definitions)[0]
+
+
+def task_health(containers: list[Any], definitions: list[dict[str, Any]]) -> str:
+    """The task's health from its essential containers' (bc:``ecs`` ``HealthCheck``): UNHEALTHY
+    if any is, else UNKNOWN if any is, else HEALTHY. A task whose essential containers define
+    no health check is UNKNOWN."""
+    found = {
+        c.health_status
+        for c, d in zip(containers, definitions, strict=True)
+        if d.get("essential", True)
+    }
+    if "UNHEALTHY" in found:
+        return "UNHEALTHY"
+    if "UNKNOWN" in found or not found:
+        return "UNKNOWN"
+    return "HEALTHY"
+
+
+def sidecar_lines(cdef: dict[str, Any]) -> tuple[str, ...]:
+    """What a sidecar prints as it starts (Fluent Bit's banner for a FireLens log router)."""
+    if cdef.get("firelensConfiguration"):
+        return (
+            "Fluent Bit v1.9.10",
+            "* Copyright (C) 2015-2022 The Fluent Bit Authors",
+            "[ info] [fluent bit] version=1.9.10, commit=6345fd1347, pid=1",
+            "[ info] [http_server] listen iface=0.0.0.0 tcp_port=2020",
+            "[ info] [sp] stream processor started",
+        )
+    return (f"{cdef.get('name', 'sidecar')} started",)
+
+
+def _log_group(cdef: dict[str, Any]) -> str:
+    config = cdef.get("logConfiguration") or {}
+    if config.get("logDriver") != "awslogs":
+        return ""
+    return str((config.get("options") or {}).get("awslogs-group", ""))
+
+
+def _stream_name(cdef: dict[str, Any], task_id: str, runtime_id: str | None) -> str | None:
+    """The awslogs stream of a container (bc:``ecs`` ``LogConfiguration.options``): with
+    ``awslogs-stream-prefix``, ``prefix-name/container-name/ecs-task-id``; without one (allowed on
+    EC2 only), "named after the container ID that's assigned by the Docker daemon" (its
+    ``runtimeId``; None before the container exists). None when the driver is not awslogs."""
     config = cdef.get("logConfiguration") or {}
     if config.get("logDriver") != "awslogs":
         return None
     prefix = (config.get("options") or {}).get("awslogs-stream-prefix")
     name = cdef.get("name", "")
-    return f"{prefix}/{name}/{task_id}" if prefix else task_id
+    return f"{prefix}/{name}/{task_id}" if prefix else runtime_id
 
 
 def _uuid(bits: int) -> str:

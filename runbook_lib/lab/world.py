@@ -10,9 +10,10 @@ from runbook_lib.lab.clock import Clock
 from runbook_lib.lab.config import LabConfig
 from runbook_lib.lab.faults import Faults
 from runbook_lib.lab.logstream import LogWriter
-from runbook_lib.lab.policies import PolicyHistory, effective_policies
+from runbook_lib.lab.policies import PolicyHistory, RoleState, role_state
 from runbook_lib.lab.runtime import Runtime
 from runbook_lib.params import Params
+from runbook_lib.partitions import partition_for_region
 
 
 @dataclass
@@ -45,7 +46,7 @@ class World:
     logs: LogWriter
     faults: Faults
     seeds: Seeds
-    histories: dict[str, PolicyHistory] = field(default_factory=dict)
+    histories: dict[str, PolicyHistory[RoleState]] = field(default_factory=dict)
     #: The shop's items (itemId, unitPrice) and shoppers (customer ids), from the seed.
     catalog: tuple[tuple[str, str], ...] = ()
     customers: tuple[str, ...] = ()
@@ -58,11 +59,17 @@ class World:
     def region(self) -> str:
         return self.params.region
 
-    def history(self, role: str) -> PolicyHistory:
+    @property
+    def partition(self) -> str:
+        """The partition of the lab's region (``aws``, ``aws-cn``, ...): every ARN the lab makes
+        carries it, as moto's own ARNs do (bc: ``partitions.json``; AWS-FACTS 9, 11)."""
+        return partition_for_region(self.region)
+
+    def history(self, role: str) -> PolicyHistory[RoleState]:
         """The policy history of ``role`` (started now if the lab has not watched it yet)."""
         found = self.histories.get(role)
         if found is None:
-            found = PolicyHistory(lambda: effective_policies(self.backends.iam, role))
+            found = PolicyHistory(lambda: role_state(self.backends.iam, role))
             found.observe(self.clock.monotonic())
             self.histories[role] = found
         return found
@@ -73,9 +80,20 @@ class World:
         for history in self.histories.values():
             history.observe(now)
 
-    def policies_seen_by_tasks(self, role: str) -> dict[str, str]:
-        """``role``'s policies as a task sees them now: as they were a propagation delay ago."""
+    def policies_seen_by_tasks(self, role: str) -> RoleState:
+        """``role``'s policies as a task sees them now: as they were a propagation delay ago
+        (its identity policies and its permissions boundary alike)."""
         history = self.history(role)
         history.observe(self.clock.monotonic())
         delay = self.clock.real(self.faults.propagation_delay_s)
         return history.as_of(self.clock.monotonic() - delay)
+
+    def role_as_read(self, role: str) -> RoleState | None:
+        """``role`` as IAM's read API answers it now: as it was ``stale_reads_s`` ago when that
+        knob is on (None when it is off, or for a role the lab does not watch: answer what
+        moto holds)."""
+        if self.faults.stale_reads_s <= 0 or role not in self.histories:
+            return None
+        history = self.histories[role]
+        history.observe(self.clock.monotonic())
+        return history.as_of(self.clock.monotonic() - self.clock.real(self.faults.stale_reads_s))
