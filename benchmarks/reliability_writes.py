@@ -239,20 +239,30 @@ class Cases:
     # --- a FAILED deployment ------------------------------------------------------------------
 
     def failed_deployment(self, apply: bool) -> None:
-        from runbook_lib.lab.backends import MOTO_LOCK
-
         self.lab.reset()
-        with MOTO_LOCK:  # what ECS's circuit breaker leaves (AWS-FACTS.md section 1)
-            ecs = self.lab.world.backends.ecs
-            svc = ecs.services[f"{self.lab.params.cluster}:{self.lab.params.service}"]
-            svc.deployments[0]["rolloutState"] = "FAILED"
-            failed = str(svc.deployments[0]["id"])
+        # The circuit breaker on, without rollback, and a deployment under it (as a user sets it
+        # up): the lab fails it after AWS's threshold of failed tasks (AWS-FACTS.md section 1).
+        p = self.lab.params
+        self.aws.ecs.update_service(
+            cluster=p.cluster,
+            service=p.service,
+            deploymentConfiguration={
+                "deploymentCircuitBreaker": {"enable": True, "rollback": False},
+                "maximumPercent": 200,
+                "minimumHealthyPercent": 100,
+            },
+            forceNewDeployment=True,
+        )
+        failed = self.aws.wait(
+            "the circuit breaker to fail the deployment",
+            lambda: self._primary()["id"] if self._primary()["rolloutState"] == "FAILED" else None,
+        )
         self.count += 1
         run: Runbook = in_process_run(self.lab, self.workdir / f"case-{self.count}", apply=apply)
         through_checks(run)
         planned = run.plan()
         run.apply()
-        primary = next(d for d in self.aws.service()["deployments"] if d["status"] == "PRIMARY")
+        primary = self._primary()
         listed = [w.kind for w in planned.writes] == ["iam-policy", "ecs-deployment"]
         if apply:
             deploy = run.record.data["writes"][1]
@@ -270,6 +280,30 @@ class Cases:
                 observed,
                 len(self.lab.iam_writes),
                 handled,
+                False,
+            )
+        )
+
+    def _primary(self) -> dict[str, Any]:
+        found: dict[str, Any] = next(
+            d for d in self.aws.service()["deployments"] if d["status"] == "PRIMARY"
+        )
+        return found
+
+    def stale_reads(self) -> None:
+        run = through_checks(self.run(rollback=True))
+        self.lab.set_faults(stale_reads_s=10.0)
+        run.plan()
+        run.apply()
+        result = run.rollback()
+        data = run.summary().data
+        self.add(
+            Row(
+                "IAM reads stale for 10 s after a write (apply, then rollback at once)",
+                "read back, rollback's checks and summary wait it out; rolled back",
+                f"write {data['writes'][0]['state']}; {str(result).rstrip('.')}; outcome {data['outcome']}",
+                len(self.lab.iam_writes),
+                data["outcome"] == "rolled back" and data["iam_now"]["as_expected"] is True,
                 False,
             )
         )
@@ -397,6 +431,7 @@ def safe_write_rows(add: Callable[[Row], None]) -> None:
         c.out_of_order("rollback before plan", ["connect"], "rollback", "run the plan cell")
         c.rollback_twice()
         c.summary_after_failed_watch()
+        c.stale_reads()
         c.failed_deployment(apply=False)
         c.failed_deployment(apply=True)
         c.window()

@@ -26,7 +26,9 @@ from typing import Any
 import pytest
 from helpers import (
     CHECKS,
+    CLUSTER,
     ROLE,
+    SERVICE,
     WORKSHOP_POLICY,
     Clients,
     allow,
@@ -261,6 +263,26 @@ def test_rollback_right_after_the_write_waits_out_a_lagging_read() -> None:
     result = rollback(iam, clock, ROLE, POLICY, None, [ours], lambda w: sent.append(w.state))
     assert result.done == "deleted" and result.matches_before and iam.doc is None
     assert sent == ["planned", "written"] and clock.t < 15.0
+
+
+def test_iam_reads_stale_after_a_write_are_waited_out_by_every_read_that_checks(
+    fresh: Lab, aws: Clients, tmp_path: Path
+) -> None:
+    """The lab's stale reads (IAM reads answer the state before a write for 10 s after it: AWS-
+    FACTS.md section 7): the read back, the rollback's check of what is ours and of its own
+    write, and the summary's read each wait it out, within their bound."""
+    fresh.set_faults(stale_reads_s=10.0)
+    run = through_checks(runbook(fresh, tmp_path, rollback=True))
+    run.plan()
+    t0 = aws.now()
+    run.apply()
+    write = run.record.data["writes"][0]
+    assert write["state"] == "written" and 10.0 <= aws.now() - t0 <= 15.0
+    result = run.rollback()  # at once: a read still shows the state before the write
+    assert (result.done, result.matches_before) == ("deleted", True)  # type: ignore[union-attr]
+    summary = run.summary()
+    assert summary.data["outcome"] == "rolled back" and summary.data["iam_now"]["as_expected"]
+    assert fresh.iam_writes == ["PutRolePolicy", "DeleteRolePolicy"]
 
 
 # --- rollback only what is still ours -----------------------------------------------------------
@@ -540,19 +562,25 @@ def test_earlier_records_are_the_runs_before_this_one_newest_first(tmp_path: Pat
 # --- a FAILED deployment --------------------------------------------------------------------------
 
 
-def fail_deployment(lab: Lab) -> str:
-    """Mark the service's PRIMARY deployment FAILED, as ECS's circuit breaker does (AWS-FACTS.md
-    section 1: rolloutState FAILED, reason 'ECS deployment circuit breaker: tasks failed to
-    start.'). Staged on the lab's ECS backend: the lab does not play the breaker itself yet."""
-    from runbook_lib.lab.backends import MOTO_LOCK
-
-    with MOTO_LOCK:
-        ecs = lab.world.backends.ecs
-        service = ecs.services[f"{lab.params.cluster}:{lab.params.service}"]
-        primary = service.deployments[0]
-        primary["rolloutState"] = "FAILED"
-        primary["rolloutStateReason"] = "ECS deployment circuit breaker: tasks failed to start."
-        return str(primary["id"])
+def fail_deployment(aws: Clients) -> str:
+    """The deployment circuit breaker on, without rollback, and a new deployment under it, as a
+    user sets it up: the lab fails the deployment after AWS's threshold of failed tasks, and a
+    FAILED deployment launches no new task (AWS-FACTS.md section 1)."""
+    aws.ecs.update_service(
+        cluster=CLUSTER,
+        service=SERVICE,
+        deploymentConfiguration={
+            "deploymentCircuitBreaker": {"enable": True, "rollback": False},
+            "maximumPercent": 200,
+            "minimumHealthyPercent": 100,
+        },
+        forceNewDeployment=True,
+    )
+    failed: str = aws.wait(
+        "the circuit breaker to fail the deployment",
+        lambda: primary(aws)["id"] if primary(aws)["rolloutState"] == "FAILED" else None,
+    )
+    return failed
 
 
 def primary(aws: Clients) -> dict[str, Any]:
@@ -565,7 +593,7 @@ def primary(aws: Clients) -> dict[str, Any]:
 def test_a_failed_deployment_gets_a_second_write_shown_gated_recorded(
     fresh: Lab, aws: Clients, tmp_path: Path
 ) -> None:
-    failed = fail_deployment(fresh)
+    failed = fail_deployment(aws)
     run = through_checks(runbook(fresh, tmp_path, apply=False))
     assert run.diagnosis is not None and run.diagnosis.service.rollout_state == "FAILED"
     planned = run.plan()
@@ -602,7 +630,7 @@ def test_a_failed_deployment_gets_a_second_write_shown_gated_recorded(
 def test_the_deployment_write_is_skipped_when_ecs_moved_on(
     fresh: Lab, aws: Clients, tmp_path: Path
 ) -> None:
-    fail_deployment(fresh)
+    fail_deployment(aws)
     run = through_checks(runbook(fresh, tmp_path))
     run.plan()
     aws.ecs.update_service(
