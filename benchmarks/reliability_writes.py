@@ -384,10 +384,10 @@ def interruptions(add: Callable[[Row], None], workdir: Path) -> None:
                 out = workdir / f"{sig.name}-{step}"
                 stop_at(out, lab, step, sig)
                 stopped = (records(out) or [{}])[0]
-                _, rerun = run_cli(out, f"endpoint_url={lab.endpoint_url}", "rollback=true")
+                proc, rerun = run_cli(out, f"endpoint_url={lab.endpoint_url}", "rollback=true")
                 now = read_policy(aws.iam, ROLE, POLICY)
                 found = recovery_problems(
-                    out, THEIRS, stopped, rerun, cell_text(out, "connect"), now
+                    out, THEIRS, stopped, rerun, cell_text(out, "connect"), now, proc.stdout
                 )
                 writes += len(lab.iam_writes) - 1  # not the staged original
                 good += not found

@@ -129,11 +129,12 @@ def recovery_problems(
     rerun: dict[str, Any],
     connect_text: str,
     now: Any,
+    stdout: str,
 ) -> list[str]:
     """What went wrong, if anything, for a run stopped and then run again into ``out`` with
     ``rollback: true``: ``original`` is the policy before the first run, ``stopped`` its record,
-    ``rerun`` the rerun's, ``connect_text`` what the rerun's connect cell showed, ``now`` the
-    policy after the rerun. Empty when the original survived and the rerun said so."""
+    ``rerun`` the rerun's, ``connect_text`` what the rerun's connect cell showed and ``stdout``
+    what the command printed, ``now`` the policy after the rerun. Empty when the original survived and the rerun said so."""
     from runbook_lib.policy import policy_hash, same_policy
 
     problems = []
@@ -157,6 +158,8 @@ def recovery_problems(
             problems.append("the rerun's connect cell does not name the unfinished run's original")
         if "To undo it: aws iam put-role-policy" not in connect_text:
             problems.append("the rerun's connect cell does not show the undo")
+        if "wrote and did not finish" not in stdout or f"sha256 {sha}" not in stdout:
+            problems.append("the rerun's command output does not name the unfinished run")
         replaced = (rerun.get("earlier_runs") or {}).get("replaced") or {}
         if not same_policy(replaced.get("document") or {}, original):
             problems.append("the rerun's record does not keep the replaced document")

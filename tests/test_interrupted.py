@@ -47,5 +47,6 @@ def test_the_original_survives_a_run_stopped_at_any_step(
     proc, rerun = run_cli(out, f"endpoint_url={fresh.endpoint_url}", "rollback=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     now = aws.iam.get_role_policy(RoleName=ROLE, PolicyName=POLICY)["PolicyDocument"]
-    problems = recovery_problems(out, ORIGINAL, stopped, rerun, cell_text(out, "connect"), now)
+    connect = cell_text(out, "connect")
+    problems = recovery_problems(out, ORIGINAL, stopped, rerun, connect, now, proc.stdout)
     assert problems == [], (stopped.get("outcome"), stopped.get("failed_step"))
