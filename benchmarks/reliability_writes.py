@@ -16,13 +16,14 @@ mutating IAM call through its HTTP layer, the other writer's included).
 
 from __future__ import annotations
 
+import io
 import json
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, redirect_stdout, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -416,6 +417,7 @@ def safe_write_rows(add: Callable[[Row], None]) -> None:
         tempfile.TemporaryDirectory(prefix="safe-writes-") as tmp,
         Lab.start(Params(), config) as lab,
         shared_botocore_loader(),
+        redirect_stdout(io.StringIO()),  # what the steps show; the table goes to stdout
     ):
         c = Cases(lab, Path(tmp), add)
         c.put_between_plan_and_apply()
