@@ -40,12 +40,13 @@ from helpers import (  # noqa: E402
     run_cli,
     through_checks,
 )
-from interrupts import STEPS, records, recovery_problems, stop_at  # noqa: E402
+from interrupts import records, recovery_problems, stop_at  # noqa: E402
 from races import race_direct, race_runbooks  # noqa: E402
 
 from runbook_lib.errors import PlanOutOfDate, RunbookError, StepOrder  # noqa: E402
 from runbook_lib.lab import Lab, LabConfig  # noqa: E402
 from runbook_lib.params import Params  # noqa: E402
+from runbook_lib.permissions import STEPS  # noqa: E402
 from runbook_lib.runbook import Runbook  # noqa: E402
 from runbook_lib.writes import read_policy, same_state  # noqa: E402
 
@@ -241,23 +242,13 @@ class Cases:
 
     def failed_deployment(self, apply: bool) -> None:
         self.lab.reset()
-        # The circuit breaker on, without rollback, and a deployment under it (as a user sets it
-        # up): the lab fails it after AWS's threshold of failed tasks (AWS-FACTS.md section 1).
-        p = self.lab.params
-        self.aws.ecs.update_service(
-            cluster=p.cluster,
-            service=p.service,
-            deploymentConfiguration={
-                "deploymentCircuitBreaker": {"enable": True, "rollback": False},
-                "maximumPercent": 200,
-                "minimumHealthyPercent": 100,
-            },
-            forceNewDeployment=True,
-        )
-        failed = self.aws.wait(
-            "the circuit breaker to fail the deployment",
-            lambda: self._primary()["id"] if self._primary()["rolloutState"] == "FAILED" else None,
-        )
+        # The lab's circuit-breaker scenario, set up on this lab through ECS's API: the lab fails
+        # the deployment after AWS's threshold of failed tasks (AWS-FACTS.md section 1).
+        from runbook_lib.lab.scenarios import Api, circuit_breaker
+
+        lab = self.lab
+        circuit_breaker(Api(lab.endpoint_url, lab.region, lab.params, self.aws.wait))
+        failed = str(self._primary()["id"])
         self.count += 1
         run: Runbook = in_process_run(self.lab, self.workdir / f"case-{self.count}", apply=apply)
         through_checks(run)

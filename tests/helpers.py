@@ -585,3 +585,22 @@ def through_checks(run: Any) -> Any:
     for step in CHECKS[1:]:
         getattr(run, step)()
     return run
+
+
+def policy_states(record: dict[str, Any]) -> list[dict[str, Any] | None]:
+    """Every state of the policy a run record keeps (what writes replaced, wrote, found; what an
+    earlier run replaced), each a document or None for no such policy."""
+    found: list[dict[str, Any] | None] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if "exists" in value and "document" in value:
+                found.append(value["document"] if value["exists"] else None)
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(record)
+    return found

@@ -12,26 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from helpers import CLI, ROOT, STEM, cli_env
+from helpers import CLI, ROOT, STEM, cli_env, policy_states
 
 from runbook_lib.lab import Lab
 
-#: The notebook's steps, in order (its cells are tagged ``step:<name>``).
-STEPS = (
-    "parameters",
-    "connect",
-    "diagnose",
-    "render",
-    "lint",
-    "preflight",
-    "trust",
-    "plan",
-    "apply",
-    "watch",
-    "verify",
-    "rollback",
-    "summary",
-)
 #: How long (wall seconds) a killed run's kernel may take to notice and end.
 KERNEL_GONE_S = 60.0
 
@@ -101,24 +85,6 @@ def records(out: Path) -> list[dict[str, Any]]:
     return found
 
 
-def documents(record: dict[str, Any]) -> list[Any]:
-    """Every document a record keeps (states of the policy: before, after, found, replaced)."""
-    docs: list[Any] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            if value.get("exists") is True and "document" in value:
-                docs.append(value["document"])
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-
-    walk(record)
-    return docs
-
-
 UNFINISHED = (None, "in progress", "interrupted", "failed")
 
 
@@ -138,7 +104,7 @@ def recovery_problems(
     from runbook_lib.policy import policy_hash, same_policy
 
     problems = []
-    kept = [d for r in records(out) for d in documents(r)]
+    kept = [d for r in records(out) for d in policy_states(r) if d is not None]
     if not any(same_policy(d, original) for d in kept):
         problems.append("the original document is in no record under out/")
     wrote = any(w.get("state") in ("sending", "written") for w in stopped.get("writes", []))

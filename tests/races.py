@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers import ROLE, Clients, allow, in_process_run, policy, through_checks
+from helpers import ROLE, Clients, allow, in_process_run, policy, policy_states, through_checks
 from turns import GatedClock, Turns, Writer
 
 from runbook_lib.errors import RunbookError
@@ -126,24 +126,6 @@ def direct_body(iam: Any, turns: Turns, pauses: int) -> Any:
     return body
 
 
-def docs_in(record: dict[str, Any]) -> list[dict[str, Any] | None]:
-    """Every state of the policy a record keeps (what writes replaced, found, wrote)."""
-    found: list[dict[str, Any] | None] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            if "exists" in value and "document" in value:
-                found.append(value["document"] if value["exists"] else None)
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-
-    walk(record)
-    return found
-
-
 def in_window(order: list[str], writer: str, other: str, nth_write: int) -> bool:
     """Whether ``other`` sent a write between ``writer``'s last IAM read and its
     ``nth_write``-th write (counted from 0), in the order the lab saw the requests."""
@@ -172,7 +154,7 @@ def judge(
 ) -> None:
     tally.races += 1
     for name, record in records.items():
-        kept = docs_in(record)
+        kept = policy_states(record)
         nth = 0
         for writer, _op, replaced in seen.replaced:
             if writer != name:

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 from helpers import ROLE, Clients, allow, cell_text, policy, run_cli
-from interrupts import STEPS, records, recovery_problems, stop_at
+from interrupts import records, recovery_problems, stop_at
 
 from runbook_lib.lab import Lab
+from runbook_lib.permissions import STEPS
 
 pytestmark = pytest.mark.notebook
 

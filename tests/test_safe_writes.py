@@ -26,9 +26,7 @@ from typing import Any
 import pytest
 from helpers import (
     CHECKS,
-    CLUSTER,
     ROLE,
-    SERVICE,
     WORKSHOP_POLICY,
     Clients,
     allow,
@@ -562,25 +560,17 @@ def test_earlier_records_are_the_runs_before_this_one_newest_first(tmp_path: Pat
 # --- a FAILED deployment --------------------------------------------------------------------------
 
 
-def fail_deployment(aws: Clients) -> str:
-    """The deployment circuit breaker on, without rollback, and a new deployment under it, as a
-    user sets it up: the lab fails the deployment after AWS's threshold of failed tasks, and a
-    FAILED deployment launches no new task (AWS-FACTS.md section 1)."""
-    aws.ecs.update_service(
-        cluster=CLUSTER,
-        service=SERVICE,
-        deploymentConfiguration={
-            "deploymentCircuitBreaker": {"enable": True, "rollback": False},
-            "maximumPercent": 200,
-            "minimumHealthyPercent": 100,
-        },
-        forceNewDeployment=True,
-    )
-    failed: str = aws.wait(
-        "the circuit breaker to fail the deployment",
-        lambda: primary(aws)["id"] if primary(aws)["rolloutState"] == "FAILED" else None,
-    )
-    return failed
+def fail_deployment(lab: Lab, aws: Clients) -> str:
+    """The lab's circuit-breaker scenario, set up on this lab through ECS's API as a user would:
+    the breaker on without rollback and a deployment under it, which the lab fails after AWS's
+    threshold of failed tasks; a FAILED deployment launches no new task (AWS-FACTS.md section 1).
+    Returns the FAILED deployment's id."""
+    from runbook_lib.lab.scenarios import Api, circuit_breaker
+
+    circuit_breaker(Api(lab.endpoint_url, lab.region, lab.params, aws.wait))
+    failed = primary(aws)
+    assert failed["rolloutState"] == "FAILED"
+    return str(failed["id"])
 
 
 def primary(aws: Clients) -> dict[str, Any]:
@@ -593,7 +583,7 @@ def primary(aws: Clients) -> dict[str, Any]:
 def test_a_failed_deployment_gets_a_second_write_shown_gated_recorded(
     fresh: Lab, aws: Clients, tmp_path: Path
 ) -> None:
-    failed = fail_deployment(aws)
+    failed = fail_deployment(fresh, aws)
     run = through_checks(runbook(fresh, tmp_path, apply=False))
     assert run.diagnosis is not None and run.diagnosis.service.rollout_state == "FAILED"
     planned = run.plan()
@@ -630,7 +620,7 @@ def test_a_failed_deployment_gets_a_second_write_shown_gated_recorded(
 def test_the_deployment_write_is_skipped_when_ecs_moved_on(
     fresh: Lab, aws: Clients, tmp_path: Path
 ) -> None:
-    fail_deployment(aws)
+    fail_deployment(fresh, aws)
     run = through_checks(runbook(fresh, tmp_path))
     run.plan()
     aws.ecs.update_service(
