@@ -57,7 +57,10 @@ browser-deps:
 
 # The suite runs in a random order (pytest-randomly); the seed is printed so that a failure can be
 # replayed with `make test SEED=<seed>`.
-SEED ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+# (':=' draws it once: a plain '?=' would draw a new one at every use.)
+ifeq ($(SEED),)
+SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+endif
 
 unit: $(STAMP)
 	@echo "test order: --randomly-seed=$(SEED) (replay: make unit SEED=$(SEED))"

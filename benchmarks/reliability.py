@@ -17,6 +17,8 @@ cases, those handled, and the IAM writes made by runs that had to stop before wr
   self-signed TLS certificate), and requests signed for a region the lab cannot hold.
 - Requests a web page could send to the lab (a forged Host, a foreign Origin, an unsigned form,
   a ``text/plain`` POST to ``/_lab/reset``, no token) must be refused and change nothing.
+- Safe writes in a shared account (another writer, cells out of order, a FAILED deployment, the
+  races and the read-to-write window): ``benchmarks/reliability_writes.py``.
 
     .venv/bin/python benchmarks/reliability.py            # or: make reliability
 """
@@ -33,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -1309,6 +1311,11 @@ def main() -> int:
         for step in steps:
             step()
         cases = m.cases
+    # Safe writes in a shared account: their own lab, on a stepped clock (benchmarks/
+    # reliability_writes.py); a lab of the same account cannot run beside the matrix's.
+    from reliability_writes import safe_write_rows
+
+    safe_write_rows(lambda row: m.add(Case(**asdict(row))))
     handled = sum(c.handled for c in cases)
     refused_writes = sum(c.writes for c in cases if c.refused)
     print(f"({time.monotonic() - t0:.0f} s)", file=sys.stderr)

@@ -503,6 +503,17 @@ def _failed_step(notebook: Path, cell_index: int) -> str | None:
 
 def _summary_lines(record: dict[str, Any], seconds: float) -> list[str]:
     lines = [f"outcome:  {record.get('outcome', 'no record written')}"]
+    earlier = record.get("earlier_runs") or {}
+    if earlier.get("first_writer"):
+        # A run on the same policy wrote and did not finish: what it replaced, and its undo.
+        replaced = (earlier.get("replaced") or {}).get("sha256")
+        what = f"sha256 {str(replaced)[:12]}" if replaced else "no policy"
+        lines.append(
+            f"earlier:  run {earlier['first_writer']} wrote and did not finish; it replaced "
+            f"{what}; to undo it: {earlier.get('undo')}"
+        )
+    if record.get("iam_now"):
+        lines.append(f"iam:      {record['iam_now'].get('sentence')}")
     steps = record.get("steps", {})
     if "diagnose" in steps:
         d = steps["diagnose"]

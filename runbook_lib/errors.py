@@ -55,3 +55,17 @@ class Blocked(RunbookError):
 
 class RoleNotAssumed(RunbookError):
     """``sts:AssumeRole`` into the parameter's role was refused (or could not be sent)."""
+
+
+class StepOrder(RunbookError):
+    """A cell ran before the cells it needs (or after one that ends what it could do); the
+    message names the cell to run. Nothing was written."""
+
+
+class PlanOutOfDate(RunbookError):
+    """IAM changed between the plan and the write: nothing was written; the plan must be made
+    again. ``diff`` is what the write would now change (shown with the error)."""
+
+    def __init__(self, message: str, diff: str = "") -> None:
+        super().__init__(message)
+        self.diff = diff

@@ -1,24 +1,16 @@
-"""The IAM edge: read the task role, check its trust, plan, write and undo the inline policy."""
+"""The IAM edge: read the task role and check its trust (the writes are in ``writes.py``)."""
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html import escape
 from typing import Any
 from urllib.parse import unquote
 
 from runbook_lib.errors import NotFound
 from runbook_lib.policy import (
-    RenderedPolicy,
-    delete_role_policy_command,
-    diff,
     parse_document,
-    policy_hash,
-    put_role_policy_command,
-    same_policy,
 )
 from runbook_lib.shows import Shows
 
@@ -183,154 +175,3 @@ def check_trust(role: RoleState) -> TrustCheck:
         if "NotPrincipal" in st:
             warnings.append(f"statement {i} uses NotPrincipal: it trusts everyone not listed.")
     return TrustCheck(role.name, role.trust_policy, trusted, tuple(warnings))
-
-
-# --- plan, apply, rollback ----------------------------------------------------------------------
-
-
-@dataclass
-class Plan(Shows):
-    """What ``put-role-policy`` will do to the role, and how to undo it."""
-
-    role: str
-    policy: RenderedPolicy
-    action: str  # "create" | "replace" | "unchanged"
-    previous: dict[str, Any] | None
-    other_inline: tuple[str, ...]
-    written: bool = False
-    written_at: float | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def diff(self) -> str:
-        return (
-            ""
-            if self.action == "unchanged"
-            else diff(self.previous, self.policy.document, self.policy.name)
-        )
-
-    @property
-    def restore_command(self) -> str:
-        """The exact command that puts the role back as it was before this plan."""
-        if self.previous is None:
-            return delete_role_policy_command(self.role, self.policy.name)
-        return put_role_policy_command(
-            self.role, self.policy.name, json.dumps(self.previous, separators=(",", ":"))
-        )
-
-    def summary(self) -> str:
-        name, role = self.policy.name, self.role
-        if self.action == "unchanged":
-            return f"{role} already has {name} with this exact document: nothing to write."
-        if self.action == "replace":
-            return f"put-role-policy will REPLACE the existing inline policy {name} on {role} (diff below)."
-        return f"put-role-policy will add the inline policy {name} to {role}."
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "role": self.role,
-            "policy_name": self.policy.name,
-            "action": self.action,
-            "written": self.written,
-            "before": self.previous,
-            "before_sha256": policy_hash(self.previous) if self.previous is not None else None,
-            "after": self.policy.document,
-            "after_sha256": self.policy.sha256,
-            "restore_command": self.restore_command,
-        }
-
-    def __str__(self) -> str:
-        others = ", ".join(self.other_inline) or "none"
-        lines = [self.summary(), f"Other inline policies on the role (kept): {others}"]
-        if self.diff:
-            lines.append(self.diff.rstrip())
-        if self.action != "unchanged":
-            lines.append(f"To undo: {self.restore_command}")
-        lines += self.notes
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        others = ", ".join(f"<code>{escape(o)}</code>" for o in self.other_inline) or "none"
-        colour = {"create": "#1b5e9f", "replace": "#a15c00", "unchanged": "#1b7f3b"}[self.action]
-        html = (
-            f'<p style="color:{colour}"><b>{escape(self.summary())}</b></p>'
-            f"<p>Other inline policies on the role (kept): {others}</p>"
-        )
-        if self.diff:
-            html += f"<pre>{escape(self.diff)}</pre>"
-        if self.action != "unchanged":
-            html += f"<p>To undo:</p><pre>{escape(self.restore_command)}</pre>"
-        html += "".join(f"<p>{escape(n)}</p>" for n in self.notes)
-        return html
-
-
-def plan(role: RoleState, policy: RenderedPolicy) -> Plan:
-    """Compare the rendered policy with what the role has under the same name."""
-    previous = role.inline.get(policy.name)
-    if previous is None:
-        action = "create"
-    elif same_policy(previous, policy.document):
-        action = "unchanged"
-    else:
-        action = "replace"
-    others = tuple(sorted(n for n in role.inline if n != policy.name))
-    return Plan(role.name, policy, action, previous, others)
-
-
-def apply(iam: Any, the_plan: Plan, now: Callable[[], float] = time.time) -> Plan:
-    """Write the policy (``iam:PutRolePolicy``) unless the role already has it; ``now`` tells
-    the time of the write as AWS tells it."""
-    if the_plan.action == "unchanged":
-        the_plan.notes.append("Skipped: the role already has this document.")
-        return the_plan
-    iam.put_role_policy(
-        RoleName=the_plan.role,
-        PolicyName=the_plan.policy.name,
-        PolicyDocument=the_plan.policy.text,
-    )
-    the_plan.written = True
-    the_plan.written_at = now()
-    return the_plan
-
-
-@dataclass(frozen=True)
-class RollbackResult(Shows):
-    role: str
-    policy_name: str
-    done: str  # "deleted" | "restored" | "nothing"
-    matches_before: bool
-
-    def __str__(self) -> str:
-        what = {
-            "deleted": f"deleted {self.policy_name} from {self.role}",
-            "restored": f"put back the previous {self.policy_name} on {self.role}",
-            "nothing": "nothing to roll back: this run wrote nothing",
-        }[self.done]
-        check = (
-            "the role's inline policies match the state before the run"
-            if self.matches_before
-            else "WARNING: the role does not match the state before the run"
-        )
-        return f"Rollback: {what}; {check}."
-
-
-def rollback(iam: Any, the_plan: Plan) -> RollbackResult:
-    """Put the role back exactly as the plan found it, then check by reading it again."""
-    name = the_plan.policy.name
-    if not the_plan.written:
-        return RollbackResult(the_plan.role, name, "nothing", True)
-    if the_plan.previous is None:
-        iam.delete_role_policy(RoleName=the_plan.role, PolicyName=name)
-        done = "deleted"
-    else:
-        iam.put_role_policy(
-            RoleName=the_plan.role, PolicyName=name, PolicyDocument=json.dumps(the_plan.previous)
-        )
-        done = "restored"
-    names = iam.list_role_policies(RoleName=the_plan.role)["PolicyNames"]
-    if the_plan.previous is None:
-        ok = name not in names
-    else:
-        now = _doc(iam.get_role_policy(RoleName=the_plan.role, PolicyName=name)["PolicyDocument"])
-        ok = same_policy(now, the_plan.previous)
-    return RollbackResult(the_plan.role, name, done, ok)

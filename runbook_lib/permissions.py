@@ -85,7 +85,7 @@ _READ_LOGS = (
     Need("logs:GetLogEvents", "{log_stream_arns}", "the lines around a denial"),
 )
 
-#: What each step calls. Steps that call nothing (render, lint, trust, summary) are empty.
+#: What each step calls. Steps that call nothing (render, lint, trust) are empty.
 STEP_NEEDS: Mapping[str, tuple[Need, ...]] = {
     "parameters": (),
     "connect": (
@@ -109,9 +109,15 @@ STEP_NEEDS: Mapping[str, tuple[Need, ...]] = {
     "trust": _READ_ROLE,
     "plan": _READ_ROLE,
     "apply": (
-        _role("iam:GetRolePolicy", "re-read the policy just before writing it"),
+        _role("iam:GetRolePolicy", "re-read the policy just before writing it, and read it back"),
         *_SEE_TASKS,
         _role("iam:PutRolePolicy", "attach the policy (CartsDynamoPolicy)", write=True),
+        Need(
+            "ecs:UpdateService",
+            "{service_arn}",
+            "a new deployment when the service's deployment FAILED (--force-new-deployment)",
+            write=True,
+        ),
     ),
     "watch": (
         *_SEE_TASKS,
@@ -125,7 +131,7 @@ STEP_NEEDS: Mapping[str, tuple[Need, ...]] = {
         _role("iam:PutRolePolicy", "put back the document the run replaced", write=True),
         _role("iam:DeleteRolePolicy", "remove the policy the run created", write=True),
     ),
-    "summary": (),
+    "summary": (_role("iam:GetRolePolicy", "what the policy holds at the end of the run"),),
 }
 
 assert set(STEP_NEEDS) == set(STEPS)

@@ -3,10 +3,15 @@
 Each method does one step, returns an object that shows itself (HTML in JupyterLab, text in a
 headless log) and adds its part to the run record. A step that fails marks the record failed,
 with the command that undoes what the run wrote, and re-raises so papermill stops there.
+
+Cells can run in any order in JupyterLab (and through this class): the steps that write check
+that the steps they rely on ran and passed in this run, and refuse with one sentence naming the
+cell to run (:class:`~runbook_lib.errors.StepOrder`) before anything is written.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,26 +23,57 @@ from typing import Any
 from runbook_lib.diagnose import Diagnosis, diagnose
 from runbook_lib.dynamo import ScanResult, scan_items
 from runbook_lib.ecs import TaskDefinitions
-from runbook_lib.errors import Blocked, DeploymentFailed, RunbookError, WrongCause
-from runbook_lib.exists import check_names
-from runbook_lib.iam import (
-    Plan,
-    RoleState,
-    RollbackResult,
-    TrustCheck,
-    apply,
-    check_trust,
-    plan,
-    read_role,
-    rollback,
+from runbook_lib.errors import (
+    Blocked,
+    DeploymentFailed,
+    PlanOutOfDate,
+    RunbookError,
+    StepOrder,
+    WrongCause,
 )
+from runbook_lib.exists import check_names
+from runbook_lib.iam import RoleState, TrustCheck, check_trust, read_role
 from runbook_lib.params import Params, notebook_values
+from runbook_lib.plan import (
+    ALREADY,
+    Plan,
+    Restore,
+    RollbackResult,
+    Unfinished,
+    plan,
+    rollback,
+    unfinished_runs,
+)
 from runbook_lib.policy import LintReport, RenderedPolicy, lint, render_policy
 from runbook_lib.preflight import Preflight, preflight, simulate
-from runbook_lib.record import RunRecord
+from runbook_lib.record import RunRecord, earlier_records
 from runbook_lib.session import Connection, Identity, connect
 from runbook_lib.shows import Shows
 from runbook_lib.watch import Baseline, WatchResult, watch
+from runbook_lib.writes import (
+    SENT_STATES,
+    DeploymentWrite,
+    PolicyWrite,
+    Write,
+    describe_state,
+    read_policy,
+    read_until,
+    same_state,
+    state_record,
+)
+
+#: The notebook's cell for each step, as a refusal names it.
+CELLS = {
+    "connect": "connect cell (`run.connect()`, section 1)",
+    "diagnose": "diagnose cell (`run.diagnose()`, section 2)",
+    "lint": "lint cell (`run.lint()`, section 3)",
+    "preflight": "preflight cell (`run.preflight()`, section 3)",
+    "trust": "trust cell (`run.check_trust()`, section 4)",
+    "plan": "plan cell (`run.plan()`, section 5)",
+    "summary": "summary cell (`run.summary()`, section 9)",
+}
+#: What apply needs to have passed in this run, in the notebook's order.
+BEFORE_APPLY = ("connect", "diagnose", "lint", "preflight", "trust", "plan")
 
 
 @dataclass(frozen=True)
@@ -53,6 +89,22 @@ class Note(Shows):
     def _repr_html_(self) -> str:
         colour = {"ok": "#1b7f3b", "warn": "#a15c00"}.get(self.tone, "#333")
         return f'<p style="color:{colour}"><b>{escape(self.text)}</b></p>'
+
+
+@dataclass(frozen=True)
+class Changed(Shows):
+    """A sentence and the diff it speaks of."""
+
+    text: str
+    diff: str
+
+    def __str__(self) -> str:
+        return f"{self.text}\n{self.diff.rstrip()}"
+
+    def _repr_html_(self) -> str:
+        return (
+            f'<p style="color:#a15c00"><b>{escape(self.text)}</b></p><pre>{escape(self.diff)}</pre>'
+        )
 
 
 class Runbook:
@@ -71,7 +123,14 @@ class Runbook:
         self.plan_result: Plan | None = None
         self.baseline: Baseline | None = None
         self.watch_result: WatchResult | None = None
-        self._write_sent = False
+        #: Every write this run sent (or was about to send), in order, whatever its kind.
+        self.writes: list[Write] = []
+        #: Earlier runs on the same policy that wrote and did not finish (found on connect).
+        self.earlier: Unfinished | None = None
+        self.rollback_result: RollbackResult | None = None
+        #: Steps whose latest attempt passed, and failures not since passed on a second try.
+        self._passed: set[str] = set()
+        self._failures: dict[str, str] = {}
 
     # --- construction ---------------------------------------------------------------------------
 
@@ -97,27 +156,71 @@ class Runbook:
     def _step(self, name: str) -> Iterator[dict[str, Any]]:
         payload: dict[str, Any] = {}
         t0 = time.monotonic()
+        self._passed.discard(name)
         try:
             yield payload
         except BaseException as exc:
             # What the step saw before it failed (the diagnosis's cause, say) stays on record.
             self.record.data["steps"][name] = payload
             self.record.data["timings_s"][name] = round(time.monotonic() - t0, 3)
+            self._failures.setdefault(name, f"{type(exc).__name__}: {exc}")
             if isinstance(exc, KeyboardInterrupt):
                 self.record.interrupt(name, self.undo_command())
             else:
                 self.record.fail(name, exc, self.undo_command())
             raise
+        self._passed.add(name)
+        error = self._failures.pop(name, None)
+        if error is not None:
+            # Run again and passed (a learner re-runs a cell): that failure no longer stands.
+            self.record.data.setdefault("resolved", []).append({"step": name, "error": error})
+            if self.record.data.get("failed_step") == name:
+                self._reopen()
         self.record.step(name, payload, time.monotonic() - t0)
 
+    def _reopen(self) -> None:
+        """The record's failure was resolved: it shows the oldest failure still standing."""
+        data = self.record.data
+        if self._failures:
+            step, error = next(iter(self._failures.items()))
+            data.update(outcome="failed", failed_step=step, error=error)
+        else:
+            data.update(outcome="in progress", failed_step=None, error=None)
+
+    # --- writes and their undo -----------------------------------------------------------------
+
+    def _policy_writes(self) -> list[PolicyWrite]:
+        return [w for w in self.writes if isinstance(w, PolicyWrite) and w.sent]
+
+    def _start_state(self) -> tuple[bool, dict[str, Any] | None]:
+        """(whether this run sent a policy write, the policy's state before the first)."""
+        sent = self._policy_writes()
+        return (True, sent[0].before) if sent else (False, None)
+
     def undo_command(self) -> str | None:
-        """The command that undoes what this run wrote (None when it wrote nothing).
+        """The command that puts the policy back as it was before this run's first write (None
+        when the run wrote nothing, or when the policy is back in that state).
 
         A write that failed may still have landed (the answer lost on the way back), so it counts.
         """
-        if self.plan_result is not None and (self.plan_result.written or self._write_sent):
-            return self.plan_result.restore_command
-        return None
+        wrote, start = self._start_state()
+        if not wrote:
+            return None
+        last = self._policy_writes()[-1]
+        if last.state == "written" and same_state(last.after, start):
+            return None  # rolled back
+        return PolicyWrite(last.role, last.name, start, None).undo
+
+    def _save_writes(self, write: Write | None = None) -> None:
+        """Keep ``write`` among the run's writes and save the record now (with the undo)."""
+        if write is not None and all(w is not write for w in self.writes):
+            self.writes.append(write)
+        self.record.writes([w.record() for w in self.writes], self.undo_command())
+
+    def _sending(self, write: Write) -> None:
+        """Just before a write is sent: on record, with its undo and what it replaces."""
+        write.state = "sending"
+        self._save_writes(write)
 
     @property
     def connection(self) -> Connection:
@@ -143,7 +246,27 @@ class Runbook:
             )
             self.record.data["caller"] = {"account": ident.account, "arn": ident.arn}
             rec["found"] = check_names(self.conn.client, self.params, ident.account)
+            self.record.data["target"] = target = self._target(ident.account)
+            self.earlier = unfinished_runs(earlier_records(self.record.path), target)
+            if self.earlier is not None:
+                self.record.data["earlier_runs"] = self.earlier.record()
+                _show(self.earlier)
             return ident
+
+    def _target(self, account: str) -> dict[str, Any]:
+        """What this run writes to: a later run on the same target reads this run's record."""
+        p = self.params
+        if p.is_lab:
+            endpoint = p.endpoint_url or "embedded"  # a lab in the kernel dies with the run
+        else:
+            endpoint = os.environ.get("AWS_ENDPOINT_URL") or "aws"
+        return {
+            "account": account,
+            "region": p.region,
+            "endpoint": endpoint,
+            "role": p.task_role,
+            "policy_name": p.policy_name,
+        }
 
     @property
     def account(self) -> str:
@@ -247,19 +370,51 @@ class Runbook:
     # --- 5. plan and apply ----------------------------------------------------------------------
 
     def plan(self) -> Plan:
+        """What the run will write, in order, read from IAM (and ECS) as they are now."""
         with self._step("plan") as rec:
             self.role = None  # read again: the plan must compare with what IAM holds now
-            self.plan_result = plan(self._role(), self._policy())
+            service = self.diagnosis.service if self.diagnosis else None
+            self.plan_result = plan(
+                self._role(), self._policy(), service, self.params.cluster, self._restore()
+            )
             rec.update(self.plan_result.record())
             return self.plan_result
 
+    def _restore(self) -> Restore | None:
+        """With rollback: true after an unfinished run that wrote: the state before it."""
+        first = self.earlier.first_writer if self.earlier is not None else None
+        if not self.params.rollback or self.earlier is None or first is None:
+            return None
+        return Restore(
+            first.run_id, self.earlier.original, self.earlier.left_behind(), self.params.policy_name
+        )
+
+    def _plan_to_apply(self) -> Plan:
+        """This run's plan, once everything apply relies on has passed; else one sentence."""
+        for step in BEFORE_APPLY:
+            if step not in self._passed:
+                raise StepOrder(
+                    f"Nothing written: run the {CELLS[step]} first; apply writes only after this "
+                    "run's diagnose, lint, preflight, trust and plan have passed."
+                )
+        assert self.plan_result is not None
+        if self.plan_result.refused:
+            raise StepOrder(
+                f"Nothing written: IAM changed since this plan; run the {CELLS['plan']} again to "
+                "see the new diff."
+            )
+        return self.plan_result
+
     def apply(self) -> Any:
-        """Write the policy when ``apply`` allows; otherwise say so (and offer a button live)."""
-        the_plan = self.plan_result if self.plan_result is not None else self.plan()
-        if the_plan.action == "unchanged":
+        """Write what the plan lists when ``apply`` allows; otherwise say so (and offer a button
+        live)."""
+        the_plan = self._plan_to_apply()
+        if not the_plan.writes:
             with self._step("apply") as rec:
                 rec.update(written=False, reason="unchanged")
             return Note(the_plan.summary(), "ok")
+        if not the_plan.pending:
+            return Note("This plan is applied already: " + self._applied_text(the_plan), "ok")
         if not self.params.writes:
             from runbook_lib.display import live_frontend
 
@@ -269,56 +424,123 @@ class Runbook:
                 return self._apply_button()
             return Note(
                 "Plan only: parameter 'apply' is false, so nothing was written. Set apply to true "
-                "(or run the printed command) to attach the policy.",
+                "(or run the printed commands) to make the writes.",
                 "warn",
             )
         return self._write()
 
     def _write(self) -> Note:
+        """Send the plan's writes in order, each recorded with its undo, then checked just before
+        it is sent (nothing is written when IAM moved since the plan), and read back after."""
+        the_plan = self._plan_to_apply()
         with self._step("apply") as rec:
             c = self.connection
-            assert self.plan_result is not None
             baseline = Baseline.take(
                 c.client("ecs"), self.params.cluster, self.params.service, now=c.clock.time
             )
             self.baseline = baseline
-            self._write_sent = True
-            apply(c.client("iam"), self.plan_result, now=c.clock.time)
-            # The change is when the write landed: throttled retries can delay it, and a task
-            # denied meanwhile was denied by the old policy, not by a slow propagation.
-            if self.plan_result.written_at is not None:
-                self.baseline = replace(baseline, at=self.plan_result.written_at)
-            self.record.data["steps"]["plan"] = self.plan_result.record()
+            for write in the_plan.pending:
+                client = c.client("iam" if isinstance(write, PolicyWrite) else "ecs")
+                # The undo and what the write replaces go on disk first, so that nothing but
+                # one read stands between the check and the write (the window IAM leaves open).
+                self._sending(write)
+                if not write.check(client):
+                    self._save_writes()
+                    rec.update(written=False, writes=[w.record() for w in the_plan.writes])
+                    if isinstance(write, PolicyWrite):
+                        self.record.data["steps"]["plan"] = the_plan.record()
+                        raise self._out_of_date(write)
+                    continue  # the deployment moved on by itself: not needed
+                self.rollback_result = None  # a new write: a rollback may take it back again
+                write.send(client, c.clock)
+                write.confirm(client, c.clock)
+                self._save_writes()
+                if isinstance(write, PolicyWrite):
+                    # The change is when the write landed: throttled retries can delay it, and a
+                    # task denied meanwhile was denied by the old policy, not by a slow propagation.
+                    if write.written_at is not None:
+                        self.baseline = replace(baseline, at=write.written_at)
+                    if write.state == "superseded":
+                        self.record.data["steps"]["plan"] = the_plan.record()
+                        raise RunbookError(write.outcome())
+            self.record.data["steps"]["plan"] = the_plan.record()
             rec.update(
-                written=True, written_at=self.plan_result.written_at, undo=self.undo_command()
+                written=the_plan.written,
+                written_at=the_plan.written_at,
+                undo=self.undo_command(),
+                writes=[w.record() for w in the_plan.writes],
             )
-            return Note(
-                f"Wrote {self.plan_result.policy.name} to {self.plan_result.role} "
-                f"({self.plan_result.action}). To undo: {self.undo_command()}",
-                "ok",
+            return Note(self._applied_text(the_plan), "ok")
+
+    def _applied_text(self, the_plan: Plan) -> str:
+        said = []
+        for w in the_plan.writes:
+            if isinstance(w, PolicyWrite) and w.state == "written":
+                said.append(
+                    f"Wrote {w.name} to {w.role} ({w.action}) and read it back. To undo: {w.undo}"
+                )
+            else:
+                said.append(w.outcome())
+                if isinstance(w, DeploymentWrite) and w.sent:
+                    said.append(w.undo_note)
+        return " ".join(said)
+
+    def _out_of_date(self, write: PolicyWrite) -> PlanOutOfDate:
+        """The write's check failed: show what IAM holds now against the policy, say why."""
+        from runbook_lib.policy import diff
+
+        change = diff(write.found, self._policy().document, write.name)
+        _show(
+            Changed(
+                f"What apply would now change ({describe_state(write.found, write.name)}):", change
             )
+        )
+        return PlanOutOfDate(write.outcome(), change)
 
     def _apply_button(self) -> Any:
+        """The Apply button; when IAM changed since the plan it turns into "Re-plan", which
+        makes the plan again and shows the new diff (then Apply applies that plan)."""
         import ipywidgets as w
 
         assert self.plan_result is not None
+        name = self.plan_result.policy.name
         button = w.Button(
-            description=f"Apply {self.plan_result.policy.name}",
+            description=f"Apply {name}",
             button_style="warning",
             tooltip=f"iam:PutRolePolicy on {self.plan_result.role}",
             layout=w.Layout(width="auto"),
         )
         out = w.HTML(value="<i>Nothing written yet. Press the button to attach the policy.</i>")
+        mode = {"replan": False}
+
+        def to_apply(the_plan: Plan) -> None:
+            mode["replan"] = False
+            button.description, button.button_style = f"Apply {name}", "warning"
+            button.disabled = not the_plan.pending
 
         def on_click(_: Any) -> None:
             button.disabled = True
             try:
+                if mode["replan"]:
+                    the_plan = self.plan()
+                    out.value = the_plan._repr_html_() + (
+                        "" if the_plan.pending else "<p><b>Nothing to apply now.</b></p>"
+                    )
+                    to_apply(the_plan)
+                    return
                 note = self._write()
                 out.value = note._repr_html_()
                 button.button_style = "success"
-                button.description = (
-                    f"Applied {self.plan_result.policy.name if self.plan_result else ''}"
+                button.description = f"Applied {name}"
+            except PlanOutOfDate as exc:
+                change = exc.diff
+                out.value = (
+                    f'<p style="color:#a15c00"><b>{escape(str(exc))}</b></p>'
+                    f"<pre>{escape(change)}</pre>"
                 )
+                mode["replan"] = True
+                button.description, button.button_style = "Re-plan", "info"
+                button.disabled = False
             except Exception as exc:  # shown to the learner; the record has it too
                 out.value = f'<p style="color:#b00020"><b>{escape(str(exc))}</b></p>'
                 button.disabled = False
@@ -397,6 +619,8 @@ class Runbook:
     # --- 8. rollback ----------------------------------------------------------------------------
 
     def rollback(self) -> RollbackResult | Note:
+        """Put the policy back as it was before this run (or, after an unfinished earlier run,
+        before that one), only if IAM still holds what the runs wrote."""
         if not self.params.rollback:
             with self._step("rollback") as rec:
                 rec.update(done=False)
@@ -405,41 +629,155 @@ class Runbook:
                 "Rollback not requested (parameter 'rollback' is false)."
                 + (f" To undo later: {undo}" if undo else "")
             )
+        if self.plan_result is None:
+            raise StepOrder(
+                f"Nothing rolled back: run the {CELLS['plan']} first; rollback takes back only "
+                "what this run planned and wrote."
+            )
+        if self.rollback_result is not None and self.rollback_result.done != "refused":
+            raise StepOrder(
+                "Nothing rolled back: this run has rolled back already (its result is above); "
+                f"run the {CELLS['summary']}."
+            )
         with self._step("rollback") as rec:
-            assert self.plan_result is not None, "rollback needs the plan step"
-            result = rollback(self.connection.client("iam"), self.plan_result)
-            rec.update(done=result.done, matches_before=result.matches_before)
-            if not result.matches_before:
-                raise RunbookError(str(result))
+            p = self.params
+            target, expect, restores = self._rollback_target()
+            if expect is None:
+                result = RollbackResult(p.task_role, p.policy_name, "nothing", True)
+            elif not p.writes:
+                command = PolicyWrite(p.task_role, p.policy_name, None, target).command
+                rec.update(done=False, reason="apply is false", restores=restores)
+                return Note(
+                    f"Not rolled back: parameter 'apply' is false. To restore the state before "
+                    f"{restores} by hand: {command}",
+                    "warn",
+                )
+            else:
+                c = self.connection
+                result = rollback(
+                    c.client("iam"),
+                    c.clock,
+                    p.task_role,
+                    p.policy_name,
+                    target,
+                    expect,
+                    self._save_writes_of,
+                    restores,
+                )
+            kept = tuple(
+                f"Left as it is: {w.command} ({w.undo_note})"
+                for w in self.writes
+                if isinstance(w, DeploymentWrite) and w.sent
+            )
+            result = replace(result, notes=kept)
+            self.rollback_result = result
+            rec.update(result.record())
+            if result.done == "refused" or not result.matches_before:
+                raise RunbookError(result.sentence())
             return result
+
+    def _save_writes_of(self, write: PolicyWrite) -> None:
+        if write.state == "planned":
+            self._sending(write)
+        else:
+            self._save_writes(write)
+
+    def _rollback_target(
+        self,
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any] | None] | None, str]:
+        """(the state to restore, what IAM must hold for it to go ahead, whose start it is);
+        the second is None when there is nothing to roll back."""
+        sent = self._policy_writes()
+        restore = self.plan_result.restore if self.plan_result is not None else None
+        expect: list[dict[str, Any] | None] | None = None
+        if sent:
+            last = sent[-1]
+            expect = [last.after] + ([last.before] if last.state == "sending" else [])
+        if restore is not None:
+            return (
+                restore.state,
+                expect if expect is not None else restore.expect,
+                f"run {restore.run_id}",
+            )
+        if sent:
+            return sent[0].before, expect, "the run"
+        return None, None, "the run"
 
     # --- 9. summary -----------------------------------------------------------------------------
 
     def summary(self) -> Summary:
-        outcome = self._outcome()
-        undo = (
-            None
-            if (self.params.rollback and self.plan_result and self.plan_result.written)
-            else self.undo_command()
-        )
-        calls = dict(sorted(self.connection.calls.items())) if self.conn else {}
-        self.record.data["aws_calls"] = calls
-        self.record.data["aws_call_count"] = sum(calls.values())
-        self.record.finish(outcome, undo)
+        """The outcome, what IAM holds now, and the record. A failure stays a failure, and the
+        summary says nothing about IAM that a read of IAM does not show now."""
+        with self._step("summary") as rec:
+            held = self._iam_now()
+            if held is not None:
+                rec.update(held)
+            outcome = self._outcome()
+            calls = dict(sorted(self.connection.calls.items())) if self.conn else {}
+            self.record.data["aws_calls"] = calls
+            self.record.data["aws_call_count"] = sum(calls.values())
+            if held is not None and not held["as_expected"]:
+                summary = Summary({**self.record.data, "iam_now": held}, str(self.record.path))
+                _show(summary)
+                raise RunbookError(held["sentence"])
+        self.record.data["iam_now"] = held
+        self.record.finish(None if self._failures else outcome, self.undo_command())
         return Summary(self.record.data, str(self.record.path))
 
+    def _expected_state(self) -> dict[str, Any] | None:
+        """What this run's steps say the policy holds now."""
+        assert self.plan_result is not None
+        rb = self.rollback_result
+        if rb is not None and (rb.done in ("deleted", "restored") or rb.reason == ALREADY):
+            return rb.target
+        sent = self._policy_writes()
+        if sent:
+            return sent[-1].after
+        if self.plan_result.action == "unchanged":
+            return self.plan_result.policy.document
+        return self.plan_result.previous
+
+    def _iam_now(self) -> dict[str, Any] | None:
+        """Read the policy (for a bounded time, while a read may lag this run's last write) and
+        compare it with what the run's steps said."""
+        if self.conn is None or self.plan_result is None:
+            return None
+        p, c = self.params, self.connection
+        expected = self._expected_state()
+        now, _ = read_until(
+            lambda: read_policy(c.client("iam"), p.task_role, p.policy_name),
+            lambda doc: same_state(doc, expected),
+            c.clock,
+        )
+        ok = same_state(now, expected)
+        sentence = (
+            f"IAM holds {describe_state(now, p.policy_name)}, as this run left it."
+            if ok
+            else f"IAM holds {describe_state(now, p.policy_name)}, but this run left "
+            f"{describe_state(expected, p.policy_name)}: another writer changed it since; the "
+            "record keeps both."
+        )
+        return {
+            "as_expected": ok,
+            "now": state_record(now),
+            "expected": state_record(expected),
+            "sentence": sentence,
+        }
+
     def _outcome(self) -> str:
-        if self.params.rollback and self.plan_result is not None and self.plan_result.written:
-            return "fixed, then rolled back"
-        if self.watch_result is not None and self.watch_result.outcome == "running":
+        rb = self.rollback_result
+        running = self.watch_result is not None and self.watch_result.outcome == "running"
+        if rb is not None and rb.done in ("deleted", "restored"):
+            if rb.restores != "the run":
+                return f"restored the state before {rb.restores}"
+            return "fixed, then rolled back" if running else "rolled back"
+        if running:
             return "fixed: carts is RUNNING"
         if self.watch_result is not None and self.watch_result.outcome == "already-running":
             return "checked: carts was already RUNNING and the change keeps it allowed"
-        if (
-            self.plan_result is not None
-            and not self.plan_result.written
-            and self.plan_result.action != "unchanged"
-        ):
+        if any(w.sent for w in self.writes):
+            return "written: carts not seen RUNNING yet"
+        if self.plan_result is not None and self.plan_result.pending:
             return "planned: nothing written"
         return "checked: nothing to change"
 
@@ -488,6 +826,19 @@ class Summary(Shows):
             f"{plan_rec.get('action', '?')}; before sha256 {_short_hash(plan_rec.get('before_sha256'))}, "
             f"after sha256 {_short_hash(plan_rec.get('after_sha256'))}",
         ]
+        if d.get("iam_now"):
+            lines.append(str(d["iam_now"]["sentence"]))
+        for w in d.get("writes") or []:
+            if w.get("kind") != "iam-policy" and w.get("state") in SENT_STATES:
+                lines.append(f"Also wrote ({w['state']}): {w['command']}. {w.get('undo_note', '')}")
+        earlier = d.get("earlier_runs") or {}
+        if earlier.get("first_writer"):
+            replaced = (earlier.get("replaced") or {}).get("sha256")
+            lines.append(
+                f"Earlier unfinished run {earlier['first_writer']} replaced "
+                f"{'sha256 ' + str(replaced)[:12] if replaced else 'no policy'}; its undo: "
+                f"{earlier.get('undo')}"
+            )
         if "diagnose" in steps:
             dg = steps["diagnose"]
             lines.append(

@@ -97,6 +97,17 @@ def fresh(lab: Lab, aws: Clients) -> Lab:
     return lab
 
 
+@pytest.fixture(scope="module")
+def one_botocore_loader() -> Iterator[None]:
+    """For modules that make a new boto3 session per run (``Runbook`` in this process): let them
+    share botocore's data loader, which only reads and caches botocore's model files, so no
+    answer changes (see ``lab/moto_patches.py``) and each run starts in less time."""
+    from runbook_lib.lab.moto_patches import shared_botocore_loader
+
+    with shared_botocore_loader():
+        yield
+
+
 # --- a lab served by `python -m runbook_lib.lab serve` --------------------------------------------
 
 

@@ -4,6 +4,7 @@ builders, boto3 clients on a lab that wait the lab's way, and the CLI with its o
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import subprocess
@@ -548,3 +549,58 @@ def carts_denial(
     return format_access_denied(
         principal, "dynamodb:Query", INDEX_ARN, kind, policy_type=policy_type
     )
+
+
+# --- runs in this process ----------------------------------------------------------------------
+
+#: The steps before the plan, as the notebook runs them (connect first).
+CHECKS = ("connect", "diagnose", "render_policy", "lint", "preflight", "check_trust")
+
+_run_ids = itertools.count(1)
+
+
+def record_in(out: Path) -> Any:
+    """A record in a new run folder under ``out`` (``OUT/<run id>/…``, as the CLI makes them)."""
+    from runbook_lib.record import RunRecord
+
+    folder = out / f"20260302T090000Z-{next(_run_ids):04x}"
+    folder.mkdir(parents=True)
+    return RunRecord.create(folder / f"{STEM}.record.json")
+
+
+def in_process_run(lab: Any, out: Path, clock: Any = None, **values: Any) -> Any:
+    """A ``Runbook`` on ``lab`` (connected), recorded under ``out``; its waits are the lab's
+    stepped time (or ``clock``)."""
+    from runbook_lib.runbook import Runbook
+
+    params = Params.from_mapping({"endpoint_url": lab.endpoint_url, **values})
+    run = Runbook(params, record_in(out))
+    run.connect()
+    run.conn.clock = clock if clock is not None else lab.client_clock()
+    return run
+
+
+def through_checks(run: Any) -> Any:
+    """Run the steps after connect and before the plan."""
+    for step in CHECKS[1:]:
+        getattr(run, step)()
+    return run
+
+
+def policy_states(record: dict[str, Any]) -> list[dict[str, Any] | None]:
+    """Every state of the policy a run record keeps (what writes replaced, wrote, found; what an
+    earlier run replaced), each a document or None for no such policy."""
+    found: list[dict[str, Any] | None] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if "exists" in value and "document" in value:
+                found.append(value["document"] if value["exists"] else None)
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(record)
+    return found

@@ -36,7 +36,7 @@ OWN_STDERR = re.compile(
     r"^(carts-runbook: running \S+ against .+|  [a-z]+ +(ok|FAILED|interrupted) \(\d+\.\d s\)|)$"
 )
 OWN_STDOUT = re.compile(
-    r"^(outcome|cause|policy|watch|aws calls|time|notebook|html|record|latest): +\S.*$"
+    r"^(outcome|earlier|iam|cause|policy|watch|aws calls|time|notebook|html|record|latest): +\S.*$"
 )
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from runbook_lib.iam import RoleState, check_trust, plan
+from runbook_lib.iam import RoleState, check_trust
 from runbook_lib.params import Params
+from runbook_lib.plan import plan
 from runbook_lib.policy import render_policy
 
 ECS_TRUST = {

@@ -177,13 +177,18 @@ def test_run_with_no_params_file_from_any_directory(installed: Installed) -> Non
 def test_notebook_copies_the_notebook_and_example_params(installed: Installed) -> None:
     proc = installed.run(str(installed.bin / "carts-runbook"), "notebook", "mine")
     assert proc.returncode == 0, proc.stderr
-    for name, source in SHIPPED.items():
+    copied = {n: s for n, s in SHIPPED.items() if not n.endswith("fleet-summary.ipynb")}
+    for name, source in copied.items():
         copy = installed.work / "mine" / Path(name).name
         if name.endswith("fleet-summary.ipynb"):
             # The fleet's summary notebook is shipped for `carts-runbook fleet`, not copied.
             assert not copy.exists()
             continue
         assert copy.read_bytes() == source.read_bytes(), copy
+    # The fleet's summary notebook ships for `carts-runbook fleet`, not for a learner's folder.
+    assert sorted(p.name for p in (installed.work / "mine").iterdir()) == sorted(
+        Path(n).name for n in copied
+    )
     again = installed.run(str(installed.bin / "carts-runbook"), "notebook", "mine")
     assert again.returncode == 2
     assert again.stderr.strip() == (

@@ -242,6 +242,7 @@ def test_moto_gives_ec2_resources_back_only_in_its_own_stop_task(moto_ecs: Simpl
         )
 
     before = memory()
+    m.vpc.enable_dns_hostnames = True  # moto's awsvpc ENI needs it (see the run_task test above)
     [task] = m.ecs.run_task(
         "c", m.tdef.arn, 1, None, "", None, "EC2", networking_configuration=m.net
     )

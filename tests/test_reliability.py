@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -32,12 +33,12 @@ from helpers import (
     wait_for,
 )
 
-from runbook_lib.iam import Plan
 from runbook_lib.lab import Lab
 from runbook_lib.params import LAB_DEFAULT_ACCOUNT, Params
+from runbook_lib.plan import plan
 from runbook_lib.policy import render_policy, same_policy
 from runbook_lib.record import RunRecord, find_secrets
-from runbook_lib.runbook import Runbook
+from runbook_lib.runbook import BEFORE_APPLY, Runbook
 
 #: The runs here are other processes (the CLI, papermill): they cannot move a stepped lab.
 LAB_CLOCK = "real"
@@ -108,18 +109,19 @@ def test_the_change_is_timed_when_the_write_lands(
 ) -> None:
     """A throttled put-role-policy is retried for a while; tasks denied meanwhile were denied by
     the old policy, so the watch's clock starts when the write has landed."""
-    import runbook_lib.runbook as steps
+    from runbook_lib.writes import PolicyWrite
 
-    real_apply = steps.apply
+    real_send = PolicyWrite.send
 
-    def slow_apply(iam: Any, plan: Plan, **kw: Any) -> Plan:
+    def slow_send(self: PolicyWrite, iam: Any, clock: Any) -> None:
         time.sleep(0.3)  # the retries' back-off
-        return real_apply(iam, plan, **kw)
+        real_send(self, iam, clock)
 
-    monkeypatch.setattr(steps, "apply", slow_apply)
+    monkeypatch.setattr(PolicyWrite, "send", slow_send)
     params = Params.from_mapping({"endpoint_url": fresh.endpoint_url})
     run = Runbook(params, RunRecord.create(tmp_path / "record.json"))
-    run.connect()
+    for step in ("connect", "diagnose", "render_policy", "lint", "preflight", "check_trust"):
+        getattr(run, step)()
     run.plan()
     sent = time.time()
     run.apply()
@@ -274,7 +276,8 @@ def test_a_same_named_policy_is_shown_kept_and_restored_exactly(
     assert plan["action"] == "replace" and same_policy(plan["before"], theirs)
     shown = cell_text(tmp_path, "plan")
     assert "REPLACE" in shown and "TheirsNotOurs" in shown and "dynamodb:*" in shown
-    assert record["steps"]["rollback"] == {"done": "restored", "matches_before": True}
+    rollback = record["steps"]["rollback"]
+    assert (rollback["done"], rollback["matches_before"]) == ("restored", True)
     after = inline_policies(aws)
     assert after.keys() == before.keys()
     assert all(same_policy(after[n], before[n]) for n in before)
@@ -295,7 +298,8 @@ def test_apply_on_aws_without_apply_true_calls_nothing(tmp_path: Path) -> None:
     params = Params.from_mapping({"backend": "aws"})
     run = Runbook(params, RunRecord.create(tmp_path / "record.json"))
     policy = render_policy(params, LAB_DEFAULT_ACCOUNT)
-    run.plan_result = Plan(ROLE, policy, "create", None, ())
+    run.plan_result = plan(SimpleNamespace(name=ROLE, inline={}), policy)
+    run._passed.update(BEFORE_APPLY)  # as after the cells before apply
     run.conn = NoAws()  # type: ignore[assignment]  # a stand-in that records any use
     note = run.apply()
     assert "nothing was written" in str(note)

@@ -347,12 +347,26 @@ class Account:
             )
 
     def put_policy(self) -> None:
-        expected = {
-            "RoleName": ROLE,
-            "PolicyName": PARAMS.policy_name,
-            "PolicyDocument": self.policy.text,
-        }
-        self.aws.add("iam", "put_role_policy", {}, expected)
+        """The check just before the write (no such policy yet: IAM's NoSuchEntity), the write,
+        and the read back."""
+        name = PARAMS.policy_name
+        ask = {"RoleName": ROLE, "PolicyName": name}
+        self.aws.error(
+            "iam",
+            "get_role_policy",
+            "NoSuchEntity",
+            f"The role policy with name {name} cannot be found.",
+            404,
+            ask,
+        )
+        self.aws.add("iam", "put_role_policy", {}, {**ask, "PolicyDocument": self.policy.text})
+        self.policy_now()
+
+    def policy_now(self) -> None:
+        """get_role_policy answering the runbook's policy (a read back, the summary's read)."""
+        name = PARAMS.policy_name
+        answer = {"RoleName": ROLE, "PolicyName": name, "PolicyDocument": quote(self.policy.text)}
+        self.aws.add("iam", "get_role_policy", answer, {"RoleName": ROLE, "PolicyName": name})
 
     def watch_new_task(self) -> None:
         """The next task: RUNNING, then HEALTHY; the service at 1 of 1; the search of the logs
@@ -442,6 +456,7 @@ def test_the_workshop_on_a_real_account(stubbed: StubbedAWS, tmp_path: Path) -> 
     account.put_policy()
     account.watch_new_task()
     account.scan()
+    account.policy_now()  # the summary's read
 
     connect(run)
     d = run.diagnose()
@@ -520,6 +535,7 @@ def test_an_account_fixed_elsewhere_is_reported_without_waiting(
         "ecs", "describe_services", {"services": [carts_service(1, "COMPLETED")], "failures": []}
     )
     account.scan()
+    account.policy_now()  # the summary's read
 
     clock = connect(run)
     assert run.diagnose().cause == "healthy"
