@@ -62,13 +62,21 @@ ifeq ($(SEED),)
 SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 endif
 
+# Two pytest-xdist workers, one module at a time each (a module's lab and its shared runs stay in
+# one process): most tests wait on other processes (a kernel, the CLI, a fleet), so two workers
+# use a 2-core machine's second core. --heavy-first hands out the modules that run fleets and
+# notebooks first (each band in the seed's order: tests/conftest.py), so that no worker is left
+# alone with one at the end. WORKERS=0 runs the suite in this one process.
+WORKERS ?= 2
+PYTEST_RUN = $(BIN)/pytest -q -p randomly --randomly-seed=$(SEED) -n $(WORKERS) --dist loadscope --heavy-first
+
 unit: $(STAMP)
 	@echo "test order: --randomly-seed=$(SEED) (replay: make unit SEED=$(SEED))"
-	$(BIN)/pytest -q -p randomly --randomly-seed=$(SEED)
+	$(PYTEST_RUN)
 
 test: $(STAMP) browser-deps lint typecheck
-	@echo "test order: --randomly-seed=$(SEED) (replay: make test SEED=$(SEED))"
-	$(BIN)/pytest -q -p randomly --randomly-seed=$(SEED)
+	@echo "test order: --randomly-seed=$(SEED), $(WORKERS) workers (replay: make test SEED=$(SEED))"
+	$(PYTEST_RUN)
 
 # Before each submission: the suite as a loaded 2-core CI machine runs it, 3 rounds in a row.
 test-stress: $(STAMP)

@@ -32,6 +32,41 @@ from runbook_lib.lab import Lab, LabConfig
 from runbook_lib.lab.lab import VALIDATE_ENV
 from runbook_lib.params import Params
 
+# --- the order of the modules --------------------------------------------------------------------
+
+#: Markers of the modules whose runs take longest (a fleet of runs, the CLI's papermill runs, the
+#: wheel, JupyterLab), heaviest first; ``--heavy-first`` starts them before the others.
+HEAVY = ("fleet", "notebook", "install", "browser")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--heavy-first",
+        action="store_true",
+        help="start the modules that take longest first (for two or more xdist workers)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``--heavy-first`` (``make test``): the modules marked fleet go first, then those
+    marked notebook, install or browser, then the rest; each band keeps pytest-randomly's
+    shuffled order (this stable sort runs after it), so the seed still gives the order.
+
+    xdist's ``--dist loadscope`` hands out whole modules in this order as workers come free: a
+    module that runs minutes, handed out last, would keep one worker busy alone at the end."""
+    if not config.getoption("heavy_first"):
+        return
+
+    def band(item: pytest.Item) -> int:
+        names = {m.name for m in item.iter_markers()}
+        return next((n for n, marker in enumerate(HEAVY) if marker in names), len(HEAVY))
+
+    module_band: dict[str, int] = {}
+    for item in items:  # a module's band is its heaviest test's: it stays in one piece
+        module = item.nodeid.split("::", 1)[0]
+        module_band[module] = min(module_band.get(module, len(HEAVY)), band(item))
+    items.sort(key=lambda item: module_band[item.nodeid.split("::", 1)[0]])
+
 
 @pytest.fixture(scope="session", autouse=True)
 def shape_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
