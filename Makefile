@@ -66,9 +66,11 @@ endif
 # one process): most tests wait on other processes (a kernel, the CLI, a fleet), so two workers
 # use a 2-core machine's second core. --heavy-first hands out the modules that run fleets and
 # notebooks first (each band in the seed's order: tests/conftest.py), so that no worker is left
-# alone with one at the end. WORKERS=0 runs the suite in this one process.
+# alone with one at the end; --no-loadscope-reorder keeps that order (xdist would otherwise hand
+# out the modules with the most tests first, and those with a few long ones, the fleets, last).
+# WORKERS=0 runs the suite in this one process.
 WORKERS ?= 2
-PYTEST_RUN = $(BIN)/pytest -q -p randomly --randomly-seed=$(SEED) -n $(WORKERS) --dist loadscope --heavy-first
+PYTEST_RUN = $(BIN)/pytest -q -p randomly --randomly-seed=$(SEED) -n $(WORKERS) --dist loadscope --no-loadscope-reorder --heavy-first
 
 unit: $(STAMP)
 	@echo "test order: --randomly-seed=$(SEED) (replay: make unit SEED=$(SEED))"

@@ -52,8 +52,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     marked notebook, install or browser, then the rest; each band keeps pytest-randomly's
     shuffled order (this stable sort runs after it), so the seed still gives the order.
 
-    xdist's ``--dist loadscope`` hands out whole modules in this order as workers come free: a
-    module that runs minutes, handed out last, would keep one worker busy alone at the end."""
+    xdist's ``--dist loadscope --no-loadscope-reorder`` hands out whole modules in this order as
+    workers come free (without that flag, xdist hands out the modules with the most tests first:
+    the fleets' few long tests came last). A module that runs minutes, handed out last, would
+    keep one worker busy alone at the end."""
     if not config.getoption("heavy_first"):
         return
 
