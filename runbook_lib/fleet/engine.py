@@ -225,6 +225,10 @@ def dask_client(options: Options, n_targets: int) -> Iterator[tuple[Any, int]]:
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
+                # Without a dashboard the scheduler still serves its HTTP routes, by default on
+                # port 8787 of every interface, and warns on stderr when another cluster holds
+                # it (a second fleet on the machine): a free port on loopback instead.
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                 # A lost worker is the fleet's to report (its row, its record), not the log's.
                 silence_logs=logging.CRITICAL,
             )
