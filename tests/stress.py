@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                 str(args.workers),
                 "--dist",
                 "loadscope",
+                # Modules in the seed's order (xdist would hand out those with most tests first).
+                "--no-loadscope-reorder",
                 *selection,
             ]
             t0 = time.monotonic()
