@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from html import escape
 from typing import TYPE_CHECKING, Any
 
 from runbook_lib.access_denied import AccessDenied, PolicyType, parse_access_denied
-from runbook_lib.display import task_table_html, task_table_text
+from runbook_lib.blocks import Block, Heading, Pre, Sentence, Tone
+from runbook_lib.display import task_table
 from runbook_lib.ecs import (
     ServiceState,
     TaskDefinition,
@@ -429,32 +429,23 @@ class Diagnosis(Shows):
             "warnings": self.warnings,
         }
 
-    def __str__(self) -> str:
-        parts = [str(self.service), "", "Newest stopped tasks:"]
-        parts.append(task_table_text(self.frame) if self.stopped else "  none")
+    def blocks(self) -> list[Block]:
+        out = [*self.service.blocks(), Heading("Newest stopped tasks:")]
+        out.append(task_table(self.frame) if self.stopped else Sentence("none"))
         if self.log_lines:
-            parts += ["", f"Log of the newest failed task ({self._log_source()}):"]
-            parts += [f"  {ln}" for ln in self.log_lines]
-        parts += ["", "DIAGNOSIS: " + self.headline()]
-        parts += [f"WARNING {w}" for w in self.warnings]
-        return "\n".join(parts)
+            out.append(Heading(f"Log of the newest failed task ({self._log_source()}):"))
+            out.append(Pre("\n".join(self.log_lines)))
+        out.append(Sentence(self.headline(), self._tone(), "Diagnosis"))
+        out += [Sentence(w, "warn", "Warning") for w in self.warnings]
+        return out
+
+    def _tone(self) -> Tone:
+        if self.cause == Cause.HEALTHY:
+            return "ok"
+        return "warn" if self.cause in (Cause.UNKNOWN, Cause.APP_EXIT) else "fail"
 
     def _log_source(self) -> str:
         return "around its AccessDenied" if self.denied is not None else "last lines"
-
-    def _repr_html_(self) -> str:
-        colour = "#1b7f3b" if self.cause == Cause.HEALTHY else "#b00020"
-        if self.cause in (Cause.UNKNOWN, Cause.APP_EXIT):
-            colour = "#a15c00"
-        html = self.service._repr_html_()
-        html += "<p>Newest stopped tasks:</p>"
-        html += task_table_html(self.frame) if self.stopped else "<p>none</p>"
-        if self.log_lines:
-            html += f"<p>Log of the newest failed task ({escape(self._log_source())}):</p>"
-            html += f"<pre>{escape(chr(10).join(self.log_lines))}</pre>"
-        html += f'<p style="color:{colour}"><b>Diagnosis:</b> {escape(self.headline())}</p>'
-        html += "".join(f'<p style="color:#a15c00">Warning: {escape(w)}</p>' for w in self.warnings)
-        return html
 
 
 def diagnose(ecs: Any, logs: Any, cluster: str, service: str, task_role: str) -> Diagnosis:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from html import escape
 from typing import TYPE_CHECKING, Any
 
+from runbook_lib.blocks import Block, Sentence, Table
 from runbook_lib.errors import NotFound
 from runbook_lib.shows import Shows
 
@@ -66,16 +66,11 @@ class ScanResult(Shows):
             "workshop's {id: <customerId>:<itemId>, customerId, itemId, quantity, unitPrice}."
         )
 
-    def __str__(self) -> str:
-        body = self.frame.head(SHOWN_ITEMS).to_string(index=False) if self.items else ""
-        return f"{self.verdict()}\n{body}".rstrip()
-
-    def _repr_html_(self) -> str:
-        colour = "#1b7f3b" if self.ok else "#a15c00"
-        html = f'<p style="color:{colour}"><b>{escape(self.verdict())}</b></p>'
+    def blocks(self) -> list[Block]:
+        out: list[Block] = [Sentence(self.verdict(), "ok" if self.ok else "warn")]
         if self.items:
-            html += self.frame.head(SHOWN_ITEMS).to_html(index=False)
-        return html
+            out.append(Table(self.frame.head(SHOWN_ITEMS)))
+        return out
 
 
 def scan_items(dynamodb: Any, table: str, limit: int = 100) -> ScanResult:

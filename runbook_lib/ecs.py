@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from runbook_lib.blocks import Block, Sentence, Table
 from runbook_lib.errors import NotFound
 from runbook_lib.shows import Shows
 
@@ -116,38 +117,21 @@ class ServiceState(Shows):
             return f"running {self.running} of {self.desired}"
         return f"desired {self.desired}, no task has stayed up yet"
 
-    def __str__(self) -> str:
-        lines = [
+    def blocks(self) -> list[Block]:
+        import pandas as pd
+
+        events = pd.DataFrame(
+            [(e.get("createdAt"), str(e.get("message", ""))) for e in self.events[:5]],
+            columns=["time", "event (newest first)"],
+        )
+        line = (
             f"Service {self.name}: {self.status}, {self.counts()}; deployment "
-            f"{self.primary.get('id', '?')} {self.rollout_state}.",
-            "Recent events (newest first):",
-        ]
-        lines += [
-            f"  {_fmt_time(e.get('createdAt'))}  {e.get('message', '')}" for e in self.events[:5]
-        ]
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        colour = "#1b7f3b" if self.steady else "#a15c00"
-        rows = "".join(
-            f"<tr><td>{escape(_fmt_time(e.get('createdAt')))}</td>"
-            f"<td>{escape(e.get('message', ''))}</td></tr>"
-            for e in self.events[:5]
+            f"{self.primary.get('id', '?')} {self.rollout_state}."
         )
-        return (
-            f"<p>Service <b>{escape(self.name)}</b>: {escape(self.status)}, {escape(self.counts())}; "
-            f"deployment <code>{escape(str(self.primary.get('id', '?')))}</code> "
-            f'<b style="color:{colour}">{escape(self.rollout_state)}</b>.</p>'
-            f"<table><tr><th>time</th><th>event (newest first)</th></tr>{rows}</table>"
-        )
-
-
-def _fmt_time(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.strftime("%H:%M:%S")
-    return "" if value is None else str(value)
+        return [
+            Sentence(line, "ok" if self.steady else "warn"),
+            Table(events, empty="No events yet."),
+        ]
 
 
 def describe_service(ecs: Any, cluster: str, service: str) -> ServiceState:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from html import escape
 from typing import Any
 from urllib.parse import unquote
 
+from runbook_lib.blocks import Block, Pre, Sentence
 from runbook_lib.errors import NotFound
 from runbook_lib.policy import (
     parse_document,
@@ -125,19 +125,12 @@ class TrustCheck(Shows):
             "Fix the trust policy first (iam update-assume-role-policy)."
         )
 
-    def __str__(self) -> str:
-        lines = [self.verdict(), json.dumps(self.trust_policy, indent=2)]
-        lines += [f"WARNING {w}" for w in self.warnings]
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        colour = "#1b7f3b" if self.ok else "#b00020"
-        warn = "".join(f'<li style="color:#a15c00">{escape(w)}</li>' for w in self.warnings)
-        return (
-            f'<p style="color:{colour}"><b>{escape(self.verdict())}</b></p>'
-            f"<pre>{escape(json.dumps(self.trust_policy, indent=2))}</pre>"
-            + (f"<ul>{warn}</ul>" if warn else "")
-        )
+    def blocks(self) -> list[Block]:
+        return [
+            Sentence(self.verdict(), "ok" if self.ok else "fail"),
+            Pre(json.dumps(self.trust_policy, indent=2)),
+            *(Sentence(w, "warn", "Warning") for w in self.warnings),
+        ]
 
 
 def _as_list(v: Any) -> list[Any]:

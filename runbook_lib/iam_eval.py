@@ -59,6 +59,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from runbook_lib.access_denied import PolicyType, advise_denial, format_access_denied
+from runbook_lib.blocks import Block, Sentence, Table
 from runbook_lib.iam_conditions import (
     Condition,
     Pattern,
@@ -244,19 +245,8 @@ class Explanation(Shows):
 
         return pd.DataFrame(self._records(), columns=list(_COLUMNS))
 
-    def _repr_html_(self) -> str:
-        table = self.to_frame().to_html(index=False, escape=True)
-        return f"{table}\n<p>{self._summary()}</p>"
-
-    def __str__(self) -> str:
-        records = [_COLUMNS, *self._records()]
-        widths = [max(len(rec[i]) for rec in records) for i in range(len(_COLUMNS))]
-        lines = [
-            "  ".join(cell.ljust(w) for cell, w in zip(rec, widths, strict=True)).rstrip()
-            for rec in records
-        ]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join([*lines, self._summary()])
+    def blocks(self) -> list[Block]:
+        return [Table(self.to_frame()), Sentence(self._summary())]
 
 
 @dataclass(frozen=True)

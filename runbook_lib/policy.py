@@ -17,10 +17,10 @@ import json
 import re
 import shlex
 from dataclasses import dataclass, field
-from html import escape
 from string import Template
 from typing import Any
 
+from runbook_lib.blocks import Block, Heading, Pre, Sentence, Tone, items
 from runbook_lib.carts import CARTS_CALLS, index_arn, table_arn
 from runbook_lib.params import Params
 from runbook_lib.partitions import UnknownRegion, partition_for_region
@@ -123,20 +123,16 @@ class RenderedPolicy(Shows):
         """The equivalent ``aws`` command (the document saved as :data:`POLICY_FILE`)."""
         return put_role_policy_command(self.role, self.name, f"file://{POLICY_FILE}")
 
-    def __str__(self) -> str:
-        return (
-            f"Policy {self.name} for role {self.role} (scope {self.scope}, "
-            f"sha256 {self.sha256[:12]}):\n{self.text.rstrip()}\n\nEquivalent command:\n"
-            f"{self.cli_command}"
-        )
-
-    def _repr_html_(self) -> str:
-        return (
-            f"<p>Policy <b>{escape(self.name)}</b> for role <b>{escape(self.role)}</b> "
-            f"(scope <code>{escape(self.scope)}</code>, sha256 <code>{self.sha256[:12]}</code>)</p>"
-            f"<pre>{escape(self.text.rstrip())}</pre>"
-            f"<p>Equivalent command:</p><pre>{escape(self.cli_command)}</pre>"
-        )
+    def blocks(self) -> list[Block]:
+        return [
+            Sentence(
+                f"Policy {self.name} for role {self.role} (scope {self.scope}, "
+                f"sha256 {self.sha256[:12]}):"
+            ),
+            Pre(self.text),
+            Heading("Equivalent command:"),
+            Pre(self.cli_command),
+        ]
 
 
 def render_policy(params: Params, account_id: str) -> RenderedPolicy:
@@ -249,20 +245,12 @@ class LintReport(Shows):
     def ok(self) -> bool:
         return not self.errors
 
-    def __str__(self) -> str:
+    def blocks(self) -> list[Block]:
         if not self.findings:
-            return "Lint: no findings."
-        return "Lint:\n" + "\n".join(f"  {f.level.upper():7} {f.message}" for f in self.findings)
-
-    def _repr_html_(self) -> str:
-        if not self.findings:
-            return "<p>Lint: no findings.</p>"
-        colours = {"error": "#b00020", "warning": "#a15c00", "info": "#555"}
-        items = "".join(
-            f'<li><b style="color:{colours[f.level]}">{f.level}</b> {escape(f.message)}</li>'
-            for f in self.findings
-        )
-        return f"<p>Lint:</p><ul>{items}</ul>"
+            return [Sentence("Lint: no findings.", "ok")]
+        tones: dict[str, Tone] = {"error": "fail", "warning": "warn", "info": "info"}
+        found = [Sentence(f.message, tones[f.level], f.level.capitalize()) for f in self.findings]
+        return [Sentence("Lint:"), items(found)]
 
 
 def _partition_findings(

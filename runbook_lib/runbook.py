@@ -16,10 +16,10 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from html import escape
 from pathlib import Path
 from typing import Any
 
+from runbook_lib.blocks import Block, Diff, Heading, Sentence, Table, Tone, items
 from runbook_lib.diagnose import Diagnosis, diagnose
 from runbook_lib.dynamo import ScanResult, scan_items
 from runbook_lib.ecs import TaskDefinitions
@@ -81,14 +81,10 @@ class Note(Shows):
     """A sentence for the reader, as a step's result when there is nothing else to show."""
 
     text: str
-    tone: str = "info"  # info | ok | warn
+    tone: Tone = "info"
 
-    def __str__(self) -> str:
-        return self.text
-
-    def _repr_html_(self) -> str:
-        colour = {"ok": "#1b7f3b", "warn": "#a15c00"}.get(self.tone, "#333")
-        return f'<p style="color:{colour}"><b>{escape(self.text)}</b></p>'
+    def blocks(self) -> list[Block]:
+        return [Sentence(self.text, self.tone)]
 
 
 @dataclass(frozen=True)
@@ -98,13 +94,8 @@ class Changed(Shows):
     text: str
     diff: str
 
-    def __str__(self) -> str:
-        return f"{self.text}\n{self.diff.rstrip()}"
-
-    def _repr_html_(self) -> str:
-        return (
-            f'<p style="color:#a15c00"><b>{escape(self.text)}</b></p><pre>{escape(self.diff)}</pre>'
-        )
+    def blocks(self) -> list[Block]:
+        return [Sentence(self.text, "warn"), Diff(self.diff)]
 
 
 class Runbook:
@@ -534,15 +525,12 @@ class Runbook:
                 button.description = f"Applied {name}"
             except PlanOutOfDate as exc:
                 change = exc.diff
-                out.value = (
-                    f'<p style="color:#a15c00"><b>{escape(str(exc))}</b></p>'
-                    f"<pre>{escape(change)}</pre>"
-                )
+                out.value = Changed(str(exc), change)._repr_html_()
                 mode["replan"] = True
                 button.description, button.button_style = "Re-plan", "info"
                 button.disabled = False
             except Exception as exc:  # shown to the learner; the record has it too
-                out.value = f'<p style="color:#b00020"><b>{escape(str(exc))}</b></p>'
+                out.value = Note(str(exc), "fail")._repr_html_()
                 button.disabled = False
 
         button.on_click(on_click)
@@ -799,15 +787,11 @@ class ParamsView(Shows):
         writes = "yes" if p.writes else "no (plan only)"
         return [*rows, ("-> talks to", where), ("-> writes to IAM", writes)]
 
-    def __str__(self) -> str:
-        return "\n".join(f"{k:>16}  {v}" for k, v in self.rows())
+    def blocks(self) -> list[Block]:
+        import pandas as pd
 
-    def _repr_html_(self) -> str:
-        body = "".join(
-            f"<tr><td><code>{escape(k)}</code></td><td>{escape(v)}</td></tr>"
-            for k, v in self.rows()
-        )
-        return f"<p>Parameters (valid):</p><table>{body}</table>"
+        values = pd.DataFrame(self.rows(), columns=["parameter", "value"])
+        return [Heading("Parameters (valid):"), Table(values)]
 
 
 @dataclass(frozen=True)
@@ -855,12 +839,8 @@ class Summary(Shows):
         lines.append(f"Record: {Path(self.path).name}")
         return lines
 
-    def __str__(self) -> str:
-        return "\n".join(self.lines())
-
-    def _repr_html_(self) -> str:
-        items = "".join(f"<li>{escape(x)}</li>" for x in self.lines())
-        return f"<ul>{items}</ul>"
+    def blocks(self) -> list[Block]:
+        return [items(self.lines())]
 
 
 def _short_hash(value: Any) -> str:

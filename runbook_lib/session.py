@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from runbook_lib import speedups
+from runbook_lib.blocks import Block, Sentence
 from runbook_lib.errors import (
     EndpointNotAws,
     EndpointTlsError,
@@ -84,16 +85,13 @@ class Identity(Shows):
     endpoint: str
     backend: str
 
-    def __str__(self) -> str:
-        return f"{self.arn} (account {self.account}) via {self.endpoint} [{self.backend}]"
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        return (
-            f"<p>Connected as <code>{escape(self.arn)}</code> in account <b>{escape(self.account)}</b>"
-            f" via <code>{escape(self.endpoint)}</code> (backend <b>{escape(self.backend)}</b>).</p>"
-        )
+    def blocks(self) -> list[Block]:
+        return [
+            Sentence(
+                f"Connected as {self.arn} in account {self.account} via {self.endpoint} "
+                f"(backend {self.backend})."
+            )
+        ]
 
 
 @dataclass

@@ -33,10 +33,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from html import escape
 from typing import Any, Literal
 
 from runbook_lib.access_denied import parse_access_denied
+from runbook_lib.blocks import Block, Sentence
 from runbook_lib.display import LiveView, TaskTable
 from runbook_lib.ecs import (
     ServiceState,
@@ -296,24 +296,13 @@ class WatchResult(Shows):
             "timeline": [{"t": round(t, 3), "event": e} for t, e in self.timeline],
         }
 
-    def __str__(self) -> str:
-        parts = [self.message]
+    def blocks(self) -> list[Block]:
+        out: list[Block] = [Sentence(self.message, "ok" if self.ok else "fail")]
         if self.failed_after_change and self.outcome == "running":
-            parts.append(_propagation_note(len(self.failed_after_change)))
+            out.append(Sentence(_propagation_note(len(self.failed_after_change))))
         if self.tasks:
-            parts.append(str(self.table()))
-        return "\n".join(parts)
-
-    def _repr_html_(self) -> str:
-        colour = {"running": "#1b7f3b", "already-running": "#1b7f3b", "skipped": "#555"}.get(
-            self.outcome, "#b00020"
-        )
-        html = f'<p style="color:{colour}"><b>{escape(self.message)}</b></p>'
-        if self.failed_after_change and self.outcome == "running":
-            html += f"<p>{escape(_propagation_note(len(self.failed_after_change)))}</p>"
-        if self.tasks:
-            html += self.table()._repr_html_()
-        return html
+            out += self.table().blocks()
+        return out
 
 
 def _propagation_note(n: int) -> str:

@@ -25,10 +25,10 @@ import json
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from html import escape
 from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import unquote
 
+from runbook_lib.blocks import Block, Items, Pre, Sentence
 from runbook_lib.policy import (
     POLICY_FILE,
     delete_role_policy_command,
@@ -302,8 +302,8 @@ class PolicyWrite(Shows):
             rec["found"] = state_record(self.found)
         return rec
 
-    def __str__(self) -> str:
-        return self.summary()
+    def blocks(self) -> list[Block]:
+        return write_blocks(self)
 
 
 # --- the ECS deployment -----------------------------------------------------------------------
@@ -433,8 +433,8 @@ class DeploymentWrite(Shows):
             "written_at": self.written_at,
         }
 
-    def __str__(self) -> str:
-        return self.summary()
+    def blocks(self) -> list[Block]:
+        return write_blocks(self)
 
 
 def _primary_of(service: dict[str, Any]) -> dict[str, Any]:
@@ -452,20 +452,11 @@ def _primary(ecs: Any, cluster: str, service: str) -> dict[str, Any]:
 Write = PolicyWrite | DeploymentWrite
 
 
-def write_lines(writes: list[Write]) -> list[str]:
-    """Each write's command and its undo (or why it has none), for plans and summaries."""
-    lines = []
-    for i, w in enumerate(writes, 1):
-        lines.append(f"{i}. {w.summary()}")
-        lines.append(f"   {w.shown_command}")
-        lines.append(f"   {w.undo_note}")
-    return lines
+def write_blocks(w: Write) -> list[Block]:
+    """What a write does, the command that makes it, and how it is undone (or why it is not)."""
+    return [Sentence(w.summary()), Pre(w.shown_command), Sentence(w.undo_note)]
 
 
-def writes_html(writes: list[Write]) -> str:
-    items = "".join(
-        f"<li>{escape(w.summary())}<pre>{escape(w.shown_command)}</pre>"
-        f"<small>{escape(w.undo_note)}</small></li>"
-        for w in writes
-    )
-    return f"<ol>{items}</ol>"
+def writes_list(writes: list[Write]) -> Items:
+    """The writes in order, each with its command and its undo, for plans and summaries."""
+    return Items(tuple(tuple(write_blocks(w)) for w in writes), numbered=True)
