@@ -20,6 +20,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from runbook_lib import gate
 from runbook_lib.diagnose import Diagnosis, diagnose
 from runbook_lib.dynamo import ScanResult, scan_items
 from runbook_lib.ecs import TaskDefinitions
@@ -158,6 +159,7 @@ class Runbook:
         t0 = time.monotonic()
         self._passed.discard(name)
         try:
+            gate.entered()  # a Ctrl-C held for this step raises here (headless runs)
             yield payload
         except BaseException as exc:
             # What the step saw before it failed (the diagnosis's cause, say) stays on record.
@@ -169,6 +171,8 @@ class Runbook:
             else:
                 self.record.fail(name, exc, self.undo_command())
             raise
+        finally:
+            gate.left()
         self._passed.add(name)
         error = self._failures.pop(name, None)
         if error is not None:
