@@ -502,57 +502,22 @@ class Runbook:
         return PlanOutOfDate(write.outcome(), change)
 
     def _apply_button(self) -> Any:
-        """The Apply button; when IAM changed since the plan it turns into "Re-plan", which
-        makes the plan again and shows the new diff (then Apply applies that plan)."""
-        import ipywidgets as w
+        """The Apply button (``display.apply_button``) for this plan: it writes with this run's
+        record and checks; "Re-plan" makes the plan again and shows the new diff."""
+        from runbook_lib.display import apply_button
 
         assert self.plan_result is not None
-        name = self.plan_result.policy.name
-        button = w.Button(
-            description=f"Apply {name}",
-            button_style="warning",
-            tooltip=f"iam:PutRolePolicy on {self.plan_result.role}",
-            layout=w.Layout(width="auto"),
+
+        def replan() -> tuple[str, bool]:
+            the_plan = self.plan()
+            return the_plan._repr_html_(), bool(the_plan.pending)
+
+        return apply_button(
+            self.plan_result.policy.name,
+            f"iam:PutRolePolicy on {self.plan_result.role}",
+            write=lambda: self._write()._repr_html_(),
+            replan=replan,
         )
-        out = w.HTML(value="<i>Nothing written yet. Press the button to attach the policy.</i>")
-        mode = {"replan": False}
-
-        def to_apply(the_plan: Plan) -> None:
-            mode["replan"] = False
-            button.description, button.button_style = f"Apply {name}", "warning"
-            button.disabled = not the_plan.pending
-
-        def on_click(_: Any) -> None:
-            button.disabled = True
-            try:
-                if mode["replan"]:
-                    the_plan = self.plan()
-                    out.value = the_plan._repr_html_() + (
-                        "" if the_plan.pending else "<p><b>Nothing to apply now.</b></p>"
-                    )
-                    to_apply(the_plan)
-                    return
-                note = self._write()
-                out.value = note._repr_html_()
-                button.button_style = "success"
-                button.description = f"Applied {name}"
-            except PlanOutOfDate as exc:
-                change = exc.diff
-                out.value = (
-                    f'<p style="color:#a15c00"><b>{escape(str(exc))}</b></p>'
-                    f"<pre>{escape(change)}</pre>"
-                )
-                mode["replan"] = True
-                button.description, button.button_style = "Re-plan", "info"
-                button.disabled = False
-            except Exception as exc:  # shown to the learner; the record has it too
-                out.value = f'<p style="color:#b00020"><b>{escape(str(exc))}</b></p>'
-                button.disabled = False
-
-        button.on_click(on_click)
-        box = w.VBox([button, out])
-        box.add_class("carts-apply")
-        return box
 
     # --- 6. watch -------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from runbook_lib.errors import (
     RunbookError,
     WrongAccount,
 )
+from runbook_lib.lab_keys import LAB_ACCESS_KEY, LAB_SECRET_KEY
 from runbook_lib.params import Params
 from runbook_lib.shows import Shows
 
@@ -30,10 +31,6 @@ if TYPE_CHECKING:
     import boto3
 
 USER_AGENT = "carts-runbook/0.1"
-
-#: Dummy credentials for the lab: it accepts any, and these are no secret.
-LAB_ACCESS_KEY = "lab"
-LAB_SECRET_KEY = "lab"
 
 #: Which clock a lab started in the kernel runs on: "real" (default) or "stepped" (time moves only
 #: while the runbook waits, so a run's history is the same on every machine: the golden notebook).
