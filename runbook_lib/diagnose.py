@@ -103,10 +103,6 @@ class Evidence:
     failed: dict[str, Any] | None = None
     log: LogEvidence = field(default_factory=LogEvidence)
 
-    def app_of(self, task: Mapping[str, Any]) -> str | None:
-        td = self.task_definitions.get(str(task.get("taskDefinitionArn", "")))
-        return td.container if td is not None else None
-
     @property
     def failed_td(self) -> TaskDefinition | None:
         if self.failed is None:

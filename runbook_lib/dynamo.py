@@ -14,8 +14,6 @@ if TYPE_CHECKING:
 
 ITEM_COLUMNS = ["id", "customerId", "itemId", "quantity", "unitPrice"]
 SHOWN_ITEMS = 5
-#: How long to wait for a first item before saying the table is empty.
-FIRST_ITEM_WAIT_S = 5.0
 
 
 def _plain(attr: dict[str, Any]) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,9 +25,6 @@ TASK_COLUMNS = [
     "stoppedReason",
     "exitCode",
 ]
-
-_STARTED = re.compile(r"has started \d+ tasks?: (?P<tasks>.*)\.$")
-_TASK_ID = re.compile(r"\(task ([0-9a-f]{32}|[0-9a-f-]{36})\)")
 
 
 def task_id(arn: str) -> str:
@@ -101,14 +97,6 @@ class ServiceState(Shows):
         return (
             self.running == self.desired and self.pending == 0 and self.rollout_state == "COMPLETED"
         )
-
-    def started_task_ids(self) -> list[str]:
-        """Task ids named in "has started N tasks" events, newest first."""
-        ids: list[str] = []
-        for e in self.events:
-            if _STARTED.search(e.get("message", "")):
-                ids += _TASK_ID.findall(e["message"])
-        return ids
 
     def counts(self) -> str:
         """Running counts only once a task stays up: before that they flicker with each retry."""
@@ -204,10 +192,6 @@ def app_container(task: dict[str, Any], name: str | None = None) -> dict[str, An
         if not is_known_sidecar(str(c.get("name", "")), str(c.get("image", ""))):
             return c
     return containers[0] if containers else {}
-
-
-#: Back-compatible name: the container whose exit code and health are the task's story.
-essential_container = app_container
 
 
 def app_health(task: dict[str, Any], name: str | None = None) -> str:

@@ -76,7 +76,8 @@ TaskState = Literal[
 ]
 #: The states in which a task has settled.
 SETTLED: frozenset[TaskState] = frozenset({"healthy", "running-no-health-check"})
-Outcome = Literal["running", "already-running", "deployment-failed", "timeout", "skipped"]
+#: How a watch ended. (A plan-only run has no watch: its record's watch step says "skipped".)
+Outcome = Literal["running", "already-running", "deployment-failed", "timeout"]
 #: States in which a task is up (RUNNING), settled or not: polled at the slower pace.
 _UP: frozenset[TaskState] = frozenset(
     {"waiting-health", "waiting-no-health-check", "healthy", "running-no-health-check"}
@@ -274,7 +275,7 @@ class WatchResult(Shows):
 
     @property
     def ok(self) -> bool:
-        return self.outcome in ("running", "already-running", "skipped")
+        return self.outcome in ("running", "already-running")
 
     def table(self) -> TaskTable:
         return TaskTable(
