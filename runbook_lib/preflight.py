@@ -22,7 +22,7 @@ from typing import Any
 from runbook_lib.access_denied import PolicyType
 from runbook_lib.carts import carts_requests
 from runbook_lib.iam import RoleState
-from runbook_lib.iam_eval import Explanation, explain
+from runbook_lib.iam_eval import DecisionKind, Explanation, explain
 from runbook_lib.policy import RenderedPolicy
 from runbook_lib.shows import Shows
 
@@ -37,7 +37,7 @@ class SimulatorAnswer:
 
     action: str
     resource: str
-    decision: str  # allowed | explicit_deny | implicit_deny
+    decision: DecisionKind
     allowed_by_boundary: bool | None = None
     allowed_by_organizations: bool | None = None
     missing_context: tuple[str, ...] = ()
@@ -57,7 +57,7 @@ class SimulatorAnswer:
         }
 
 
-_DECISIONS = {
+_DECISIONS: dict[str, DecisionKind] = {
     "allowed": "allowed",
     "explicitDeny": "explicit_deny",
     "implicitDeny": "implicit_deny",

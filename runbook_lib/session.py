@@ -24,7 +24,7 @@ from runbook_lib.errors import (
     WrongAccount,
 )
 from runbook_lib.lab_keys import LAB_ACCESS_KEY, LAB_SECRET_KEY
-from runbook_lib.params import Params
+from runbook_lib.params import Backend, Params
 from runbook_lib.shows import Shows
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class Identity(Shows):
     account: str
     arn: str
     endpoint: str
-    backend: str
+    backend: Backend
 
     def __str__(self) -> str:
         return f"{self.arn} (account {self.account}) via {self.endpoint} [{self.backend}]"

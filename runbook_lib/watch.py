@@ -270,7 +270,7 @@ class WatchResult(Shows):
     timeline: list[tuple[float, str]] = field(default_factory=list)
     #: How the task settled: ``healthy`` (its app's health check passed) or
     #: ``running-no-health-check`` (RUNNING long enough, no check to pass).
-    settled_as: str = ""
+    settled_as: Literal["", "healthy", "running-no-health-check"] = ""
     apps: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -561,6 +561,7 @@ def _conclude(
     if verdict.outcome == "running" and verdict.task is not None and svc is not None:
         t = verdict.task
         state = ev.states[t["taskArn"]]
+        assert state == "healthy" or state == "running-no-health-check"  # decide(): settled
         result.outcome, result.task, result.settled_as = "running", t, state
         how = (
             "RUNNING and HEALTHY"

@@ -152,7 +152,7 @@ class PolicyWrite(Shows):
     #: The exact text sent (the rendered policy, byte for byte); compact JSON when None.
     text: str | None = None
     #: "fix" (the runbook's policy), "rollback" (this run's undo), "restore" (an earlier run's).
-    purpose: str = "fix"
+    purpose: Literal["fix", "rollback"] = "fix"
     state: WriteState = "planned"
     #: What IAM held when it was not what this write expected (refused or superseded).
     found: dict[str, Any] | None = None
@@ -160,7 +160,7 @@ class PolicyWrite(Shows):
     sent_at: float | None = None
     written_at: float | None = None
     reads: int = 0
-    kind: str = field(default="iam-policy", init=False)
+    kind: Literal["iam-policy"] = field(default="iam-policy", init=False)
 
     # --- what it is ---------------------------------------------------------------------------
 
@@ -323,7 +323,7 @@ class DeploymentWrite(Shows):
     new_deployment: str = ""
     sent_at: float | None = None
     written_at: float | None = None
-    kind: str = field(default="ecs-deployment", init=False)
+    kind: Literal["ecs-deployment"] = field(default="ecs-deployment", init=False)
 
     @property
     def action(self) -> str:
