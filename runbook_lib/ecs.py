@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from runbook_lib.errors import NotFound
 from runbook_lib.shows import Shows
 
 if TYPE_CHECKING:
     import pandas as pd
+    from mypy_boto3_ecs import ECSClient
 
 TASK_COLUMNS = [
     "task",
@@ -138,7 +139,7 @@ def _fmt_time(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def describe_service(ecs: Any, cluster: str, service: str) -> ServiceState:
+def describe_service(ecs: ECSClient, cluster: str, service: str) -> ServiceState:
     """Read the service; :class:`NotFound` names the cluster or service that is missing."""
     try:
         got = ecs.describe_services(cluster=cluster, services=[service])
@@ -157,7 +158,9 @@ def describe_service(ecs: Any, cluster: str, service: str) -> ServiceState:
     return ServiceState.from_api(services[0])
 
 
-def list_service_tasks(ecs: Any, cluster: str, service: str, desired_status: str) -> list[str]:
+def list_service_tasks(
+    ecs: ECSClient, cluster: str, service: str, desired_status: Literal["RUNNING", "STOPPED"]
+) -> list[str]:
     """Task ARNs of the service with ``desired_status`` (RUNNING or STOPPED)."""
     arns: list[str] = []
     for page in ecs.get_paginator("list_tasks").paginate(
@@ -167,12 +170,18 @@ def list_service_tasks(ecs: Any, cluster: str, service: str, desired_status: str
     return arns
 
 
-def describe_tasks(ecs: Any, cluster: str, arns: list[str]) -> list[dict[str, Any]]:
+def describe_tasks(ecs: ECSClient, cluster: str, arns: list[str]) -> list[dict[str, Any]]:
     """``describe_tasks`` in batches of 100 (the API's limit)."""
     out: list[dict[str, Any]] = []
     for i in range(0, len(arns), 100):
-        out += ecs.describe_tasks(cluster=cluster, tasks=arns[i : i + 100]).get("tasks", [])
+        out += plain(ecs.describe_tasks(cluster=cluster, tasks=arns[i : i + 100]).get("tasks", []))
     return out
+
+
+def plain(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The API's typed answers as the JSON the pure functions read (the shape of the aws CLI's
+    output too): the edge checks what it sends and reads; what it hands on is data."""
+    return [dict(i) for i in items]
 
 
 def app_container(task: dict[str, Any], name: str | None = None) -> dict[str, Any]:
@@ -436,7 +445,7 @@ class TaskDefinition:
         )
 
 
-def describe_task_definition(ecs: Any, arn: str) -> TaskDefinition:
+def describe_task_definition(ecs: ECSClient, arn: str) -> TaskDefinition:
     """Read a task definition (by ARN or ``family:revision``)."""
     return TaskDefinition.from_api(
         ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
@@ -447,7 +456,7 @@ class TaskDefinitions:
     """Task definitions read once each: a service's tasks may come from several revisions, and
     each task is judged by its own (``describe_tasks``' ``taskDefinitionArn``)."""
 
-    def __init__(self, ecs: Any, known: Sequence[TaskDefinition] = ()) -> None:
+    def __init__(self, ecs: ECSClient, known: Sequence[TaskDefinition] = ()) -> None:
         self.ecs = ecs
         self._by_arn: dict[str, TaskDefinition] = {td.arn: td for td in known}
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from runbook_lib.policy import RenderedPolicy, pretty
 from runbook_lib.shows import Shows
@@ -32,6 +32,9 @@ from runbook_lib.writes import (
     write_lines,
     writes_html,
 )
+
+if TYPE_CHECKING:
+    from mypy_boto3_iam import IAMClient
 
 #: Why a rollback wrote nothing although the run wrote: the policy is already as before.
 ALREADY = "IAM already holds that state"
@@ -441,7 +444,7 @@ class RollbackResult(Shows):
 
 
 def rollback(
-    iam: Any,
+    iam: IAMClient,
     clock: Clock,
     role: str,
     name: str,

@@ -252,7 +252,13 @@ class Runbook:
                 backend=ident.backend,
             )
             self.record.data["caller"] = {"account": ident.account, "arn": ident.arn}
-            rec["found"] = check_names(conn.client, self.params, ident.account)
+            rec["found"] = check_names(
+                conn.client("iam"),
+                conn.client("ecs"),
+                conn.client("dynamodb"),
+                self.params,
+                ident.account,
+            )
             self.record.data["target"] = target = self._target(ident.account)
             self.earlier = unfinished_runs(earlier_records(self.record.path), target)
             if self.earlier is not None:
@@ -449,7 +455,8 @@ class Runbook:
             )
             self.baseline = baseline
             for write in the_plan.pending:
-                client = c.client("iam" if isinstance(write, PolicyWrite) else "ecs")
+                # Each write's own calls are checked against its client's stubs (writes.py).
+                client: Any = c.client("iam" if isinstance(write, PolicyWrite) else "ecs")
                 # The undo and what the write replaces go on disk first, so that nothing but
                 # one read stands between the check and the write (the window IAM leaves open).
                 self._sending(write)

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from html import escape
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from runbook_lib.access_denied import parse_access_denied
 from runbook_lib.display import LiveView, TaskTable
@@ -52,6 +52,10 @@ from runbook_lib.ecs import (
 from runbook_lib.errors import DeploymentFailed, WatchTimeout
 from runbook_lib.logs import DENIAL_PATTERN, search
 from runbook_lib.shows import Shows
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_logs import CloudWatchLogsClient
 
 MIN_INTERVAL_S = 0.5
 #: The longest wait between two polls while a task is starting (before RUNNING).
@@ -98,7 +102,7 @@ class Baseline:
 
     @classmethod
     def take(
-        cls, ecs: Any, cluster: str, service: str, now: Callable[[], float] = time.time
+        cls, ecs: ECSClient, cluster: str, service: str, now: Callable[[], float] = time.time
     ) -> Baseline:
         """The service's healthy tasks now; ``now`` tells the time as AWS tells it."""
         arns = list_service_tasks(ecs, cluster, service, "RUNNING")
@@ -343,8 +347,8 @@ class _Memory:
 class _Reader:
     """The AWS calls of the watch (gather), with what they need to know."""
 
-    ecs: Any
-    logs: Any
+    ecs: ECSClient
+    logs: CloudWatchLogsClient
     tds: TaskDefinitions
     cluster: str
     service: str
@@ -421,8 +425,8 @@ class _Reader:
 
 
 def watch(
-    ecs: Any,
-    logs: Any,
+    ecs: ECSClient,
+    logs: CloudWatchLogsClient,
     td: TaskDefinition | TaskDefinitions,
     cluster: str,
     service: str,

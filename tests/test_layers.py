@@ -287,3 +287,41 @@ def test_the_reader_sees_real_arrows() -> None:
     assert room_of("runbook_lib.fleet.lab") == "the fleet"
     stricter = {**MAY_IMPORT, "core": ()}
     assert "runbook_lib.policy (core) -> runbook_lib.shows (shared)" in wrong_arrows(stricter)
+
+
+#: Type stubs: for mypy only, never imported when the runbook runs (they are dev dependencies).
+STUB_PACKAGES = ("mypy_boto3_",)
+
+
+def stub_imports_outside_type_checking(path: Path) -> list[str]:
+    """Imports of a stub package in ``path`` that are not under ``if TYPE_CHECKING:``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    guarded: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            guarded.update(id(n) for child in node.body for n in ast.walk(child))
+    wrong = []
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        for name in names:
+            if name.startswith(STUB_PACKAGES) and id(node) not in guarded:
+                wrong.append(f"{module_name(path)}:{node.lineno} imports {name}")
+    return wrong
+
+
+def test_type_stubs_are_imported_for_the_type_checker_only() -> None:
+    """The AWS edges take clients typed by the mypy_boto3 stubs; running needs none of them."""
+    wrong = [
+        w for p in sorted(PACKAGE.rglob("*.py")) for w in stub_imports_outside_type_checking(p)
+    ]
+    assert wrong == []
+    users = {
+        m
+        for m, imported in graph().items()
+        if any(i.name.startswith("mypy_boto3_") for i in imported)
+    }
+    assert {"runbook_lib.ecs", "runbook_lib.iam", "runbook_lib.session"} <= users
