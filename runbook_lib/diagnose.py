@@ -46,6 +46,8 @@ from runbook_lib.stopped import (
 
 if TYPE_CHECKING:
     import pandas as pd
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_logs import CloudWatchLogsClient
 
 # The record's words for the causes the runbook steps test for (kept as names for callers).
 TASK_ROLE = Cause.TASK_ROLE
@@ -103,10 +105,6 @@ class Evidence:
     failed: dict[str, Any] | None = None
     log: LogEvidence = field(default_factory=LogEvidence)
 
-    def app_of(self, task: Mapping[str, Any]) -> str | None:
-        td = self.task_definitions.get(str(task.get("taskDefinitionArn", "")))
-        return td.container if td is not None else None
-
     @property
     def failed_td(self) -> TaskDefinition | None:
         if self.failed is None:
@@ -125,7 +123,7 @@ def pick_failed_task(
     return None
 
 
-def gather(ecs: Any, logs: Any, cluster: str, service: str) -> Evidence:
+def gather(ecs: ECSClient, logs: CloudWatchLogsClient, cluster: str, service: str) -> Evidence:
     """Every AWS call of the diagnosis, in one place."""
     state = describe_service(ecs, cluster, service)
     tds = TaskDefinitions(ecs)
@@ -152,7 +150,9 @@ def gather(ecs: Any, logs: Any, cluster: str, service: str) -> Evidence:
     return Evidence(state, service_td, tuple(stopped), tds.known, failed, log)
 
 
-def read_task_log(logs: Any, td: TaskDefinition, task: Mapping[str, Any]) -> LogEvidence:
+def read_task_log(
+    logs: CloudWatchLogsClient, td: TaskDefinition, task: Mapping[str, Any]
+) -> LogEvidence:
     """The app container's log of ``task``: searched for denials (every page), then the lines
     around the first one, or the stream's last lines when there is none."""
     if td.log_group is None:
@@ -448,7 +448,9 @@ class Diagnosis(Shows):
         return "around its AccessDenied" if self.denied is not None else "last lines"
 
 
-def diagnose(ecs: Any, logs: Any, cluster: str, service: str, task_role: str) -> Diagnosis:
+def diagnose(
+    ecs: ECSClient, logs: CloudWatchLogsClient, cluster: str, service: str, task_role: str
+) -> Diagnosis:
     """Read the service, the task that failed and its log (:func:`gather`), and name the cause
     (:func:`decide`)."""
     ev = gather(ecs, logs, cluster, service)

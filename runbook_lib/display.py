@@ -1,13 +1,14 @@
 """Display: the task state table (styled in JupyterLab, plain text in a headless log) and the
-live task view. Only this module knows about ipywidgets."""
+live task view, and the Apply button. Only this module knows about ipywidgets."""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from runbook_lib.blocks import Block, Heading, Sentence, Table, Tone
+from runbook_lib.blocks import Block, Diff, Heading, Sentence, Table, Tone
 from runbook_lib.shows import Shows, to_html, to_text
 
 if TYPE_CHECKING:
@@ -111,3 +112,60 @@ class LiveView:
             self._progress.bar_style = "success" if ok else "danger"
         else:
             print(f"{WATCH_PREFIX} {status}", flush=True)
+
+
+def apply_button(
+    name: str,
+    tooltip: str,
+    write: Callable[[], str],
+    replan: Callable[[], tuple[str, bool]],
+) -> Any:
+    """The Apply button a live plan-only run offers.
+
+    Pressing it calls ``write`` (the step's writes; it returns what to show, as HTML). When IAM
+    changed since the plan (``PlanOutOfDate``) the button turns into "Re-plan", which calls
+    ``replan`` (the new plan as HTML, and whether it has anything to write); Apply then applies
+    that plan. Any other error is shown under the button (the run's record has it too).
+    """
+    import ipywidgets as w
+
+    from runbook_lib.errors import PlanOutOfDate
+
+    button = w.Button(
+        description=f"Apply {name}",
+        button_style="warning",
+        tooltip=tooltip,
+        layout=w.Layout(width="auto"),
+    )
+    out = w.HTML(value="<i>Nothing written yet. Press the button to attach the policy.</i>")
+    mode = {"replan": False}
+
+    def to_apply(pending: bool) -> None:
+        mode["replan"] = False
+        button.description, button.button_style = f"Apply {name}", "warning"
+        button.disabled = not pending
+
+    def on_click(_: Any) -> None:
+        button.disabled = True
+        try:
+            if mode["replan"]:
+                shown, pending = replan()
+                out.value = shown + ("" if pending else to_html([Heading("Nothing to apply now.")]))
+                to_apply(pending)
+                return
+            out.value = write()
+            button.button_style = "success"
+            button.description = f"Applied {name}"
+        except PlanOutOfDate as exc:
+            out.value = to_html([Sentence(str(exc), "warn"), Diff(exc.diff)])
+            mode["replan"] = True
+            button.description, button.button_style = "Re-plan", "info"
+            button.disabled = False
+        except Exception as exc:  # shown to the learner; the record has it too
+            out.value = to_html([Sentence(str(exc), "fail")])
+            button.disabled = False
+
+    button.on_click(on_click)
+    box = w.VBox([button, out])
+    box.add_class("carts-apply")
+    return box

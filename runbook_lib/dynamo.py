@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -11,14 +12,13 @@ from runbook_lib.shows import Shows
 
 if TYPE_CHECKING:
     import pandas as pd
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 ITEM_COLUMNS = ["id", "customerId", "itemId", "quantity", "unitPrice"]
 SHOWN_ITEMS = 5
-#: How long to wait for a first item before saying the table is empty.
-FIRST_ITEM_WAIT_S = 5.0
 
 
-def _plain(attr: dict[str, Any]) -> Any:
+def _plain(attr: Mapping[str, Any]) -> Any:
     ((kind, value),) = attr.items()
     if kind == "N":
         return float(value) if "." in value else int(value)
@@ -73,7 +73,7 @@ class ScanResult(Shows):
         return out
 
 
-def scan_items(dynamodb: Any, table: str, limit: int = 100) -> ScanResult:
+def scan_items(dynamodb: DynamoDBClient, table: str, limit: int = 100) -> ScanResult:
     """``aws dynamodb scan --table-name <table>``, the first ``limit`` items."""
     try:
         got = dynamodb.scan(TableName=table, Limit=limit)

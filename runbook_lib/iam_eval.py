@@ -192,13 +192,14 @@ class Decision:
         Raises ValueError for an allowed request. ``with_policy_arn``: append ``: <ARN>`` to an
         explicit deny whose policy is named by its ARN, as AWS does within an account.
         """
-        if self.allowed:
+        kind = self.decision
+        if kind == "allowed":
             raise ValueError(f"{self.action} on {self.resource} is allowed: there is no denial")
         return format_access_denied(
             principal,
             self.action,
             self.resource,
-            self.decision,
+            kind,
             policy_type=self.policy_type,
             policy_arn=self.policy_arn if with_policy_arn else None,
         )
@@ -206,9 +207,10 @@ class Decision:
     def advice(self, role_name: str | None = None) -> str:
         """One sentence on what would fix this denial (empty when allowed); see
         :func:`runbook_lib.access_denied.advise_denial`."""
-        if self.allowed:
+        kind = self.decision
+        if kind == "allowed":
             return ""
-        return advise_denial(self.policy_type, self.decision, self.action, role_name)
+        return advise_denial(self.policy_type, kind, self.action, role_name)
 
 
 _COLUMNS = ("action", "resource", "decision", "decided by")

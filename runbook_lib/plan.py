@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from runbook_lib.blocks import Block, Diff, Heading, Pre, Sentence, Tone
 from runbook_lib.policy import RenderedPolicy, pretty
@@ -32,11 +32,21 @@ from runbook_lib.writes import (
     writes_list,
 )
 
+if TYPE_CHECKING:
+    from mypy_boto3_iam import IAMClient
+
 #: Why a rollback wrote nothing although the run wrote: the policy is already as before.
 ALREADY = "IAM already holds that state"
 #: Outcomes of a run that did not finish: its writes may be half done and its undo not applied.
 UNFINISHED = ("in progress", "interrupted", "failed")
 
+
+#: What a plan does with the policy: write it where there is none, replace another document of
+#: that name, or nothing (IAM holds it already).
+PlanAction = Literal["create", "replace", "unchanged"]
+#: What a rollback did: deleted the policy this run created, restored the one it replaced,
+#: nothing (nothing of this run's is there), or refused (IAM holds something else now).
+RollbackDone = Literal["deleted", "restored", "nothing", "refused"]
 
 # --- earlier runs --------------------------------------------------------------------------------
 
@@ -214,7 +224,7 @@ class Plan(Shows):
 
     role: str
     policy: RenderedPolicy
-    action: str  # the policy's: "create" | "replace" | "unchanged"
+    action: PlanAction  # the policy's
     previous: dict[str, Any] | None
     other_inline: tuple[str, ...]
     writes: list[Write] = field(default_factory=list)
@@ -326,7 +336,7 @@ def plan(
     PRIMARY deployment."""
     previous = role.inline.get(policy.name)
     if previous is None:
-        action = "create"
+        action: PlanAction = "create"
     elif same_state(previous, policy.document):
         action = "unchanged"
     else:
@@ -358,7 +368,7 @@ def plan(
 class RollbackResult(Shows):
     role: str
     policy_name: str
-    done: str  # "deleted" | "restored" | "nothing" | "refused"
+    done: RollbackDone
     matches_before: bool
     #: "the run" or "run <id>": whose starting state the rollback restores.
     restores: str = "the run"
@@ -416,7 +426,7 @@ class RollbackResult(Shows):
 
 
 def rollback(
-    iam: Any,
+    iam: IAMClient,
     clock: Clock,
     role: str,
     name: str,
@@ -447,7 +457,7 @@ def rollback(
     write.send(iam, clock)
     write.confirm(iam, clock)
     on_change(write)
-    done = "deleted" if target is None else "restored"
+    done: RollbackDone = "deleted" if target is None else "restored"
     return RollbackResult(
         role, name, done, write.state == "written", restores, target, write.found, write=write
     )

@@ -17,6 +17,7 @@ import json
 import re
 import shlex
 from dataclasses import dataclass, field
+from enum import StrEnum
 from string import Template
 from typing import Any
 
@@ -227,9 +228,19 @@ def size_without_whitespace(doc: dict[str, Any] | str) -> int:
 # --- lint ----------------------------------------------------------------------------------------
 
 
+class Level(StrEnum):
+    """A lint finding's level, the word shown in front of it. An error stops the run before any
+    write; a warning or a note leaves the choice to the reader. (A StrEnum: the record holds the
+    word itself.)"""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
 @dataclass(frozen=True)
 class Finding:
-    level: str  # "error" | "warning" | "info"
+    level: Level
     message: str
 
 
@@ -239,7 +250,7 @@ class LintReport(Shows):
 
     @property
     def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.level == "error"]
+        return [f for f in self.findings if f.level == Level.ERROR]
 
     @property
     def ok(self) -> bool:
@@ -248,7 +259,7 @@ class LintReport(Shows):
     def blocks(self) -> list[Block]:
         if not self.findings:
             return [Sentence("Lint: no findings.", "ok")]
-        tones: dict[str, Tone] = {"error": "fail", "warning": "warn", "info": "info"}
+        tones: dict[Level, Tone] = {Level.ERROR: "fail", Level.WARNING: "warn", Level.INFO: "info"}
         found = [Sentence(f.message, tones[f.level], f.level.capitalize()) for f in self.findings]
         return [Sentence("Lint:"), items(found)]
 
@@ -269,7 +280,7 @@ def _partition_findings(
                 continue
             out.append(
                 Finding(
-                    "error",
+                    Level.ERROR,
                     f"{where}: {key} {value!r} is in partition {part!r}, but region {region} is "
                     f"in {partition!r}: write arn:{partition}: or it matches nothing.",
                 )
@@ -298,7 +309,7 @@ def lint(
         partition: str | None = partition_for_region(params.region)
     except UnknownRegion as exc:
         partition = None
-        findings.append(Finding("error", f"{exc}, so no ARN can be checked against it."))
+        findings.append(Finding(Level.ERROR, f"{exc}, so no ARN can be checked against it."))
     statements = d.get("Statement", [])
     if isinstance(statements, dict):
         statements = [statements]
@@ -316,7 +327,7 @@ def lint(
             if a == "*" or a.endswith(":*"):
                 findings.append(
                     Finding(
-                        "warning",
+                        Level.WARNING,
                         f"{where}: action {a!r} grants every {a.split(':')[0] if ':' in a else 'AWS'} "
                         "action, including DeleteTable and UpdateTable; carts needs only "
                         + ", ".join(c.operation for c in CARTS_CALLS)
@@ -325,11 +336,13 @@ def lint(
                 )
         if "NotAction" in st or "NotResource" in st:
             findings.append(
-                Finding("warning", f"{where}: Allow with NotAction/NotResource is broad.")
+                Finding(Level.WARNING, f"{where}: Allow with NotAction/NotResource is broad.")
             )
         for r in resources:
             if r == "*":
-                findings.append(Finding("warning", f"{where}: resource '*' covers every resource."))
+                findings.append(
+                    Finding(Level.WARNING, f"{where}: resource '*' covers every resource.")
+                )
                 continue
             m = _DDB_ARN.match(r)
             if not m:
@@ -337,7 +350,7 @@ def lint(
             if not m["region"] or not m["account"]:
                 findings.append(
                     Finding(
-                        "error",
+                        Level.ERROR,
                         f"{where}: resource {r!r} has an empty region or account (an unset shell "
                         "variable?) and matches nothing.",
                     )
@@ -346,21 +359,21 @@ def lint(
             if m["account"] not in ("*", account_id):
                 findings.append(
                     Finding(
-                        "error",
+                        Level.ERROR,
                         f"{where}: resource {r!r} names account {m['account']}, not {account_id}.",
                     )
                 )
             if m["region"] not in ("*", params.region):
                 findings.append(
                     Finding(
-                        "error",
+                        Level.ERROR,
                         f"{where}: resource {r!r} names region {m['region']}, not {params.region}.",
                     )
                 )
             if m["rest"].startswith("table/*") or m["rest"] == "*":
                 findings.append(
                     Finding(
-                        "warning",
+                        Level.WARNING,
                         f"{where}: resource {r!r} covers every table, index and stream in the "
                         "account and region, and the task role is shared by other services.",
                     )
@@ -373,7 +386,7 @@ def lint(
     if total > INLINE_POLICY_QUOTA:
         findings.append(
             Finding(
-                "error",
+                Level.ERROR,
                 f"the role's inline policies would total {total} characters (without whitespace); "
                 f"IAM allows {INLINE_POLICY_QUOTA}.",
             )
@@ -381,7 +394,7 @@ def lint(
     else:
         findings.append(
             Finding(
-                "info",
+                Level.INFO,
                 f"inline policy size after the change: {total} of {INLINE_POLICY_QUOTA} characters.",
             )
         )

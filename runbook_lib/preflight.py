@@ -16,15 +16,19 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runbook_lib.access_denied import PolicyType
 from runbook_lib.blocks import Block, Heading, Sentence, Table
 from runbook_lib.carts import carts_requests
 from runbook_lib.iam import RoleState
-from runbook_lib.iam_eval import Explanation, explain
+from runbook_lib.iam_eval import DecisionKind, Explanation, explain
 from runbook_lib.policy import RenderedPolicy
 from runbook_lib.shows import Shows
+
+if TYPE_CHECKING:
+    from mypy_boto3_iam import IAMClient
+    from mypy_boto3_iam.type_defs import ContextEntryTypeDef
 
 #: Request context the carts app sends with every call (the AWS SDK speaks HTTPS), given to the
 #: simulator so that a policy's conditions on these keys decide as they would for carts.
@@ -37,7 +41,7 @@ class SimulatorAnswer:
 
     action: str
     resource: str
-    decision: str  # allowed | explicit_deny | implicit_deny
+    decision: DecisionKind
     allowed_by_boundary: bool | None = None
     allowed_by_organizations: bool | None = None
     missing_context: tuple[str, ...] = ()
@@ -57,7 +61,7 @@ class SimulatorAnswer:
         }
 
 
-_DECISIONS = {
+_DECISIONS: dict[str, DecisionKind] = {
     "allowed": "allowed",
     "explicitDeny": "explicit_deny",
     "implicitDeny": "implicit_deny",
@@ -285,7 +289,7 @@ def simulation_inputs(role: RoleState, policy: RenderedPolicy) -> dict[str, Any]
 
 
 def simulate(
-    iam: Any, role: RoleState, policy: RenderedPolicy, requests: Sequence[tuple[str, str]]
+    iam: IAMClient, role: RoleState, policy: RenderedPolicy, requests: Sequence[tuple[str, str]]
 ) -> tuple[list[SimulatorAnswer] | None, str]:
     """Ask IAM's ``SimulateCustomPolicy`` about every carts call, for the role as it will be
     (:func:`simulation_inputs`): one simulation per resource with its actions, every page
@@ -300,7 +304,7 @@ def simulate(
     for action, resource in requests:
         by_resource.setdefault(resource, []).append(action)
     inputs = simulation_inputs(role, policy)
-    context = [
+    context: list[ContextEntryTypeDef] = [
         {"ContextKeyName": key, "ContextKeyValues": ["true"], "ContextKeyType": "boolean"}
         for key in SIMULATOR_CONTEXT
     ]
