@@ -400,7 +400,8 @@ class Diagnosis(Shows):
                 if self.failed_task is not None
                 else "is not there (no stopped task failed)"
             )
-            + " and its log names no AccessDenied. Read the log lines below."
+            + " and its log names no AccessDenied."
+            + (" Read its log lines above." if self.log_lines else " No log line was found.")
         )
 
     def record(self) -> dict[str, Any]:
