@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             result = getattr(run, step)()
             times[step] = (t0, time.monotonic())
             if step == "connect":
-                lab = own_lab or (run.conn.lab if run.conn else None)
+                lab = own_lab or run.connection.lab
                 if lab is not None:
                     marks.install(lab)
             # What a headless log shows of each result (the notebook also renders its HTML).
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "process_to_first_call_s": calls.calls[0][0] - T_START if calls.calls else None,
         "process_s": t_end - T_START,
         "steps_s": {k: b - a for k, (a, b) in times.items()},
-        "aws_calls": dict(sorted(run.connection.calls.items())) if run.conn else {},
+        "aws_calls": dict(sorted(run.connection.calls.items())) if run.connected else {},
     }
     if watch is not None and watch.task is not None and "watch" in times:
         w0, w1 = times["watch"]

@@ -90,8 +90,7 @@ class Cases:
 
     @contextmanager
     def after_call(self, run: Runbook, event: str, action: Callable[..., None]) -> Iterator[None]:
-        assert run.conn is not None
-        iam = run.conn.client("iam")
+        iam = run.connection.client("iam")
         iam.meta.events.register_first(event, action)
         try:
             yield

@@ -36,6 +36,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final, Literal
 
 from runbook_lib.partitions import partition_for_region
 
@@ -51,8 +52,10 @@ __all__ = [
     "parse_access_denied",
 ]
 
-NO_ALLOW = "implicit_deny"
-EXPLICIT_DENY = "explicit_deny"
+#: The two kinds of denial AWS's sentence tells apart ("no ... allows" / "explicit deny in").
+DenialKind = Literal["implicit_deny", "explicit_deny"]
+NO_ALLOW: Final[DenialKind] = "implicit_deny"
+EXPLICIT_DENY: Final[DenialKind] = "explicit_deny"
 
 
 class PolicyType(StrEnum):
@@ -103,7 +106,7 @@ class AccessDenied:
     principal: str
     action: str
     resource: str
-    kind: str  # NO_ALLOW or EXPLICIT_DENY
+    kind: DenialKind
     policy_type: PolicyType = PolicyType.IDENTITY
     policy_arn: str | None = None
 
@@ -183,7 +186,7 @@ def format_access_denied(
     principal: str,
     action: str,
     resource: str,
-    kind: str,
+    kind: DenialKind,
     *,
     policy_type: PolicyType | str = PolicyType.IDENTITY,
     policy_arn: str | None = None,
@@ -226,7 +229,7 @@ def parse_access_denied(text: str) -> AccessDenied | None:
 
 def explain_denial(
     policy_type: PolicyType | str,
-    kind: str,
+    kind: DenialKind,
     action: str,
     resource: str,
     policy_arn: str | None = None,
@@ -264,7 +267,7 @@ def explain_denial(
 
 
 def advise_denial(
-    policy_type: PolicyType | str, kind: str, action: str, role_name: str | None = None
+    policy_type: PolicyType | str, kind: DenialKind, action: str, role_name: str | None = None
 ) -> str:
     """One sentence saying what would fix the denial, and who can.
 

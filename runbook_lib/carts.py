@@ -45,9 +45,6 @@ CARTS_CALLS: tuple[CartsCall, ...] = (
     CartsCall("dynamodb:DeleteItem", "table", "remove an item from a cart"),
 )
 
-#: The call the app makes at start-up; denied, the container exits with code 1.
-STARTUP_CALL: CartsCall = CARTS_CALLS[0]
-
 #: The customer id of the start-up query.
 STARTUP_CUSTOMER_ID = "test"
 

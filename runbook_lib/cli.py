@@ -65,22 +65,23 @@ def _step_of(cell: Any) -> str | None:
 class Interrupts:
     """Ctrl-C (SIGINT) while a run executes.
 
-    The first asks the kernel to stop the running cell, as JupyterLab's "interrupt the kernel"
-    does: the step marks the record ``interrupted`` with the undo command, and no further cell
-    starts. A kernel between two cells ignores SIGINT, and the cell papermill has just sent may
-    not have begun: until the step has marked the record (or the cell has ended), the interrupt
-    is repeated every :attr:`REPEAT_S`, at most :attr:`REPEATS` times. A second Ctrl-C stops the
-    kernel at once. The handler only sends signals: it never raises into papermill's event loop,
-    so no traceback reaches the terminal.
+    The first asks the kernel to stop, as JupyterLab's "interrupt the kernel" does. The kernel
+    takes it in a step (:mod:`runbook_lib.gate`): the running step, or the next one to start,
+    marks the record ``interrupted`` with the undo command, and no further cell starts. A kernel
+    that has not ended its cell :attr:`GRACE_S` after the first Ctrl-C is stopped, as a second
+    Ctrl-C stops it at once: the record, saved before and after every write, says what was
+    written. The handler only sends signals: it never raises into papermill's event loop, so no
+    traceback reaches the terminal.
     """
 
-    REPEAT_S = 0.5
-    REPEATS = 10
+    GRACE_S = 30.0
 
     def __init__(self, record: Path | None = None) -> None:
         self.count = 0
         self.kernel: Kernel | None = None
         self.in_cell = False
+        #: The kernel was stopped for not ending its cell in time (not by a second Ctrl-C).
+        self.forced = False
         self._record = record
         self._done = threading.Event()
         self._previous: Any = None
@@ -100,27 +101,22 @@ class Interrupts:
             return
         if self.count == 1:
             kernel.interrupt()
-            threading.Thread(target=self._repeat, args=(kernel,), daemon=True).start()
+            threading.Thread(target=self._stop_late, args=(kernel,), daemon=True).start()
         else:
             self._done.set()
             kernel.kill()
 
-    def _repeat(self, kernel: Kernel) -> None:
-        for _ in range(self.REPEATS):
-            if self._done.wait(self.REPEAT_S):
-                return
-            if not self.in_cell or self.kernel is not kernel or self._marked():
-                return
-            kernel.interrupt()
+    def _stop_late(self, kernel: Kernel) -> None:
+        """Stop a kernel still in its cell :attr:`GRACE_S` after the interrupt."""
+        if self._done.wait(self.GRACE_S):
+            return
+        if self.in_cell and self.kernel is kernel:
+            self.forced = True
+            kernel.kill()
 
-    def _marked(self) -> bool:
-        """Whether the record already says ``interrupted`` (the kernel took the interrupt)."""
-        if self._record is None:
-            return False
-        try:
-            return bool(json.loads(self._record.read_text())["outcome"] == "interrupted")
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
+    def finished(self) -> None:
+        """The notebook has run (or failed): nothing is left to stop."""
+        self._done.set()
 
     @property
     def interrupted(self) -> bool:
@@ -228,6 +224,8 @@ def execute(
         finished = True  # a failed cell: the kernel is alive and can exit while we render
         raise
     finally:
+        if interrupts is not None:
+            interrupts.finished()
         log = kernel.shut_down(meanwhile=while_stopping if finished else None)
         if interrupts is not None:
             interrupts.kernel = None
@@ -420,6 +418,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise
         stopped = interrupts.interrupted and (failed is not None or not nb_path.exists())
     kernel_log = run_dir / KERNEL_LOG
+    if interrupts.forced:
+        print(
+            f"\ncarts-runbook: the kernel had not stopped {interrupts.GRACE_S:g} s after Ctrl-C:"
+            " it was stopped",
+            file=sys.stderr,
+        )
     if stopped:
         return _report_interrupted(record_path, shown, progress.step or failed_cell)
 

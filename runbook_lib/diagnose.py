@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from html import escape
 from typing import TYPE_CHECKING, Any
 
 from runbook_lib.access_denied import AccessDenied, PolicyType, parse_access_denied
-from runbook_lib.display import task_table_html, task_table_text
+from runbook_lib.blocks import Block, Heading, Pre, Sentence, Tone
+from runbook_lib.display import task_table
 from runbook_lib.ecs import (
     ServiceState,
     TaskDefinition,
@@ -46,6 +46,8 @@ from runbook_lib.stopped import (
 
 if TYPE_CHECKING:
     import pandas as pd
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_logs import CloudWatchLogsClient
 
 # The record's words for the causes the runbook steps test for (kept as names for callers).
 TASK_ROLE = Cause.TASK_ROLE
@@ -103,10 +105,6 @@ class Evidence:
     failed: dict[str, Any] | None = None
     log: LogEvidence = field(default_factory=LogEvidence)
 
-    def app_of(self, task: Mapping[str, Any]) -> str | None:
-        td = self.task_definitions.get(str(task.get("taskDefinitionArn", "")))
-        return td.container if td is not None else None
-
     @property
     def failed_td(self) -> TaskDefinition | None:
         if self.failed is None:
@@ -125,7 +123,7 @@ def pick_failed_task(
     return None
 
 
-def gather(ecs: Any, logs: Any, cluster: str, service: str) -> Evidence:
+def gather(ecs: ECSClient, logs: CloudWatchLogsClient, cluster: str, service: str) -> Evidence:
     """Every AWS call of the diagnosis, in one place."""
     state = describe_service(ecs, cluster, service)
     tds = TaskDefinitions(ecs)
@@ -152,7 +150,9 @@ def gather(ecs: Any, logs: Any, cluster: str, service: str) -> Evidence:
     return Evidence(state, service_td, tuple(stopped), tds.known, failed, log)
 
 
-def read_task_log(logs: Any, td: TaskDefinition, task: Mapping[str, Any]) -> LogEvidence:
+def read_task_log(
+    logs: CloudWatchLogsClient, td: TaskDefinition, task: Mapping[str, Any]
+) -> LogEvidence:
     """The app container's log of ``task``: searched for denials (every page), then the lines
     around the first one, or the stream's last lines when there is none."""
     if td.log_group is None:
@@ -400,7 +400,8 @@ class Diagnosis(Shows):
                 if self.failed_task is not None
                 else "is not there (no stopped task failed)"
             )
-            + " and its log names no AccessDenied. Read the log lines below."
+            + " and its log names no AccessDenied."
+            + (" Read its log lines above." if self.log_lines else " No log line was found.")
         )
 
     def record(self) -> dict[str, Any]:
@@ -429,35 +430,28 @@ class Diagnosis(Shows):
             "warnings": self.warnings,
         }
 
-    def __str__(self) -> str:
-        parts = [str(self.service), "", "Newest stopped tasks:"]
-        parts.append(task_table_text(self.frame) if self.stopped else "  none")
+    def blocks(self) -> list[Block]:
+        out = [*self.service.blocks(), Heading("Newest stopped tasks:")]
+        out.append(task_table(self.frame) if self.stopped else Sentence("none"))
         if self.log_lines:
-            parts += ["", f"Log of the newest failed task ({self._log_source()}):"]
-            parts += [f"  {ln}" for ln in self.log_lines]
-        parts += ["", "DIAGNOSIS: " + self.headline()]
-        parts += [f"WARNING {w}" for w in self.warnings]
-        return "\n".join(parts)
+            out.append(Heading(f"Log of the newest failed task ({self._log_source()}):"))
+            out.append(Pre("\n".join(self.log_lines)))
+        out.append(Sentence(self.headline(), self._tone(), "Diagnosis"))
+        out += [Sentence(w, "warn", "Warning") for w in self.warnings]
+        return out
+
+    def _tone(self) -> Tone:
+        if self.cause == Cause.HEALTHY:
+            return "ok"
+        return "warn" if self.cause in (Cause.UNKNOWN, Cause.APP_EXIT) else "fail"
 
     def _log_source(self) -> str:
         return "around its AccessDenied" if self.denied is not None else "last lines"
 
-    def _repr_html_(self) -> str:
-        colour = "#1b7f3b" if self.cause == Cause.HEALTHY else "#b00020"
-        if self.cause in (Cause.UNKNOWN, Cause.APP_EXIT):
-            colour = "#a15c00"
-        html = self.service._repr_html_()
-        html += "<p>Newest stopped tasks:</p>"
-        html += task_table_html(self.frame) if self.stopped else "<p>none</p>"
-        if self.log_lines:
-            html += f"<p>Log of the newest failed task ({escape(self._log_source())}):</p>"
-            html += f"<pre>{escape(chr(10).join(self.log_lines))}</pre>"
-        html += f'<p style="color:{colour}"><b>Diagnosis:</b> {escape(self.headline())}</p>'
-        html += "".join(f'<p style="color:#a15c00">Warning: {escape(w)}</p>' for w in self.warnings)
-        return html
 
-
-def diagnose(ecs: Any, logs: Any, cluster: str, service: str, task_role: str) -> Diagnosis:
+def diagnose(
+    ecs: ECSClient, logs: CloudWatchLogsClient, cluster: str, service: str, task_role: str
+) -> Diagnosis:
     """Read the service, the task that failed and its log (:func:`gather`), and name the cause
     (:func:`decide`)."""
     ev = gather(ecs, logs, cluster, service)

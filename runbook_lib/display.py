@@ -1,29 +1,32 @@
 """Display: the task state table (styled in JupyterLab, plain text in a headless log) and the
-live task view. Only this module knows about ipywidgets."""
+live task view, and the Apply button. Only this module knows about ipywidgets."""
 
 from __future__ import annotations
 
 import os
 import sys
-from datetime import datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from runbook_lib.shows import Shows
+from runbook_lib.blocks import Block, Diff, Heading, Sentence, Table, Tone
+from runbook_lib.shows import Shows, to_html, to_text
 
 if TYPE_CHECKING:
     import pandas as pd
 
-STATUS_COLOURS = {
-    "RUNNING": "#d7f5df",
-    "STOPPED": "#fbdada",
-    "PROVISIONING": "#fff3cd",
-    "PENDING": "#fff3cd",
-    "ACTIVATING": "#fff3cd",
-    "DEACTIVATING": "#fde2c8",
-    "STOPPING": "#fde2c8",
-    "DEPROVISIONING": "#fde2c8",
+#: How a task's status and health stand out in the task table (the renderer picks the colours).
+STATUS_TONES: dict[str, Tone] = {
+    "RUNNING": "ok",
+    "STOPPED": "fail",
+    "PROVISIONING": "info",
+    "PENDING": "info",
+    "ACTIVATING": "info",
+    "DEACTIVATING": "warn",
+    "STOPPING": "warn",
+    "DEPROVISIONING": "warn",
 }
-HEALTH_COLOURS = {"HEALTHY": "#1b7f3b", "UNHEALTHY": "#b00020", "UNKNOWN": "#777"}
+HEALTH_TONES: dict[str, Tone] = {"HEALTHY": "ok", "UNHEALTHY": "fail"}
+TASK_TONES = {"lastStatus": STATUS_TONES, "desiredStatus": STATUS_TONES, "health": HEALTH_TONES}
 #: Prefix of the headless watch log lines (they vary with timing; see tests/nbval-sanitize.cfg).
 WATCH_PREFIX = "[watch]"
 
@@ -38,73 +41,24 @@ def live_frontend() -> bool:
     return "JPY_SESSION_NAME" in os.environ or os.environ.get("RUNBOOK_LIVE") == "1"
 
 
-def _fmt_time(value: Any) -> str:
-    # pandas turns missing times into NaT, which is a datetime that cannot strftime.
-    if isinstance(value, datetime) and value == value:
-        return value.strftime("%H:%M:%S")
-    return ""
-
-
-def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """The task frame with times as HH:MM:SS and ids shortened, for people."""
+def task_table(frame: pd.DataFrame) -> Table:
+    """The task frame for people: ids shortened, states toned (times: the renderer's format)."""
     out = frame.copy()
-    for col in ("createdAt", "startedAt", "stoppedAt"):
-        if col in out:
-            out[col] = out[col].map(_fmt_time)
     if "task" in out:
         out["task"] = out["task"].map(lambda t: str(t)[:12])
-    return out.astype(object).where(out.notna(), "")
-
-
-def task_table_text(frame: pd.DataFrame) -> str:
-    """A plain, aligned table for logs."""
-    if frame.empty:
-        return "(no tasks)"
-    text: str = display_frame(frame).to_string(index=False)
-    return text
-
-
-def task_table_html(frame: pd.DataFrame) -> str:
-    """The styled table: status colours, health colours, newest first (as given)."""
-    shown = display_frame(frame)
-    if shown.empty:
-        return "<p>(no tasks)</p>"
-
-    def status_style(v: Any) -> str:
-        colour = STATUS_COLOURS.get(str(v))
-        return f"background-color: {colour}" if colour else ""
-
-    def health_style(v: Any) -> str:
-        colour = HEALTH_COLOURS.get(str(v))
-        return f"color: {colour}; font-weight: bold" if colour else ""
-
-    styler = (
-        shown.style.hide(axis="index")
-        .map(status_style, subset=["lastStatus", "desiredStatus"])
-        .map(health_style, subset=["health"])
-        .set_table_attributes('class="carts-tasks"')
-        .set_uuid("carts")  # a fixed id keeps the HTML the same from run to run
-    )
-    html: str = styler.to_html()
-    return html
+    return Table(out, TASK_TONES, empty="(no tasks)", name="tasks")
 
 
 class TaskTable(Shows):
-    """A task frame that shows itself: styled HTML in JupyterLab, plain text in a log."""
+    """A task frame that shows itself: toned HTML in JupyterLab, plain text in a log."""
 
     def __init__(self, frame: pd.DataFrame, title: str = "") -> None:
         self.frame = frame
         self.title = title
 
-    def __str__(self) -> str:
-        head = f"{self.title}\n" if self.title else ""
-        return head + task_table_text(self.frame)
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        head = f"<p>{escape(self.title)}</p>" if self.title else ""
-        return head + task_table_html(self.frame)
+    def blocks(self) -> list[Block]:
+        head: list[Block] = [Heading(self.title)] if self.title else []
+        return [*head, task_table(self.frame)]
 
 
 class LiveView:
@@ -122,7 +76,7 @@ class LiveView:
             import ipywidgets as w
             from IPython.display import display
 
-            self._status = w.HTML(value=f"<b>{title}</b>: starting")
+            self._status = w.HTML(value=to_html([Heading(f"{title}: starting")]))
             self._progress = w.FloatProgress(
                 value=0.0, min=0.0, max=timeout_s, description="waiting", bar_style="info"
             )
@@ -137,24 +91,81 @@ class LiveView:
         self, elapsed_s: float, status: str, frame: pd.DataFrame | None, changed: bool
     ) -> None:
         if self.live:
-            self._status.value = f"<b>{status}</b>"
+            self._status.value = to_html([Heading(status)])
             self._progress.value = min(elapsed_s, self.timeout_s)
             self._progress.description = f"{elapsed_s:.0f} s"
             if frame is not None and changed:
-                self._table.value = task_table_html(frame)
+                self._table.value = to_html([task_table(frame)])
             return
         if not changed:
             return
         print(f"{WATCH_PREFIX} +{elapsed_s:5.1f}s {status}", flush=True)
         if frame is not None:
-            for line in task_table_text(frame).splitlines():
+            for line in to_text([task_table(frame)]).splitlines():
                 print(f"{WATCH_PREFIX}   {line}", flush=True)
 
     def close(self, status: str, ok: bool) -> None:
         if self.live:
-            self._status.value = f"<b>{status}</b>"
+            self._status.value = to_html([Sentence(status, "ok" if ok else "fail")])
             if ok:  # a full green bar: done (the bar measures the wait against the timeout)
                 self._progress.value = self._progress.max
             self._progress.bar_style = "success" if ok else "danger"
         else:
             print(f"{WATCH_PREFIX} {status}", flush=True)
+
+
+def apply_button(
+    name: str,
+    tooltip: str,
+    write: Callable[[], str],
+    replan: Callable[[], tuple[str, bool]],
+) -> Any:
+    """The Apply button a live plan-only run offers.
+
+    Pressing it calls ``write`` (the step's writes; it returns what to show, as HTML). When IAM
+    changed since the plan (``PlanOutOfDate``) the button turns into "Re-plan", which calls
+    ``replan`` (the new plan as HTML, and whether it has anything to write); Apply then applies
+    that plan. Any other error is shown under the button (the run's record has it too).
+    """
+    import ipywidgets as w
+
+    from runbook_lib.errors import PlanOutOfDate
+
+    button = w.Button(
+        description=f"Apply {name}",
+        button_style="warning",
+        tooltip=tooltip,
+        layout=w.Layout(width="auto"),
+    )
+    out = w.HTML(value="<i>Nothing written yet. Press the button to attach the policy.</i>")
+    mode = {"replan": False}
+
+    def to_apply(pending: bool) -> None:
+        mode["replan"] = False
+        button.description, button.button_style = f"Apply {name}", "warning"
+        button.disabled = not pending
+
+    def on_click(_: Any) -> None:
+        button.disabled = True
+        try:
+            if mode["replan"]:
+                shown, pending = replan()
+                out.value = shown + ("" if pending else to_html([Heading("Nothing to apply now.")]))
+                to_apply(pending)
+                return
+            out.value = write()
+            button.button_style = "success"
+            button.description = f"Applied {name}"
+        except PlanOutOfDate as exc:
+            out.value = to_html([Sentence(str(exc), "warn"), Diff(exc.diff)])
+            mode["replan"] = True
+            button.description, button.button_style = "Re-plan", "info"
+            button.disabled = False
+        except Exception as exc:  # shown to the learner; the record has it too
+            out.value = to_html([Sentence(str(exc), "fail")])
+            button.disabled = False
+
+    button.on_click(on_click)
+    box = w.VBox([button, out])
+    box.add_class("carts-apply")
+    return box

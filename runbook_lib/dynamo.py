@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from html import escape
 from typing import TYPE_CHECKING, Any
 
+from runbook_lib.blocks import Block, Sentence, Table
 from runbook_lib.errors import NotFound
 from runbook_lib.shows import Shows
 
 if TYPE_CHECKING:
     import pandas as pd
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 ITEM_COLUMNS = ["id", "customerId", "itemId", "quantity", "unitPrice"]
 SHOWN_ITEMS = 5
-#: How long to wait for a first item before saying the table is empty.
-FIRST_ITEM_WAIT_S = 5.0
 
 
-def _plain(attr: dict[str, Any]) -> Any:
+def _plain(attr: Mapping[str, Any]) -> Any:
     ((kind, value),) = attr.items()
     if kind == "N":
         return float(value) if "." in value else int(value)
@@ -66,19 +66,14 @@ class ScanResult(Shows):
             "workshop's {id: <customerId>:<itemId>, customerId, itemId, quantity, unitPrice}."
         )
 
-    def __str__(self) -> str:
-        body = self.frame.head(SHOWN_ITEMS).to_string(index=False) if self.items else ""
-        return f"{self.verdict()}\n{body}".rstrip()
-
-    def _repr_html_(self) -> str:
-        colour = "#1b7f3b" if self.ok else "#a15c00"
-        html = f'<p style="color:{colour}"><b>{escape(self.verdict())}</b></p>'
+    def blocks(self) -> list[Block]:
+        out: list[Block] = [Sentence(self.verdict(), "ok" if self.ok else "warn")]
         if self.items:
-            html += self.frame.head(SHOWN_ITEMS).to_html(index=False)
-        return html
+            out.append(Table(self.frame.head(SHOWN_ITEMS)))
+        return out
 
 
-def scan_items(dynamodb: Any, table: str, limit: int = 100) -> ScanResult:
+def scan_items(dynamodb: DynamoDBClient, table: str, limit: int = 100) -> ScanResult:
     """``aws dynamodb scan --table-name <table>``, the first ``limit`` items."""
     try:
         got = dynamodb.scan(TableName=table, Limit=limit)

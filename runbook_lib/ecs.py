@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from runbook_lib.blocks import Block, Sentence, Table
 from runbook_lib.errors import NotFound
 from runbook_lib.shows import Shows
 
 if TYPE_CHECKING:
     import pandas as pd
+    from mypy_boto3_ecs import ECSClient
 
 TASK_COLUMNS = [
     "task",
@@ -26,9 +27,6 @@ TASK_COLUMNS = [
     "stoppedReason",
     "exitCode",
 ]
-
-_STARTED = re.compile(r"has started \d+ tasks?: (?P<tasks>.*)\.$")
-_TASK_ID = re.compile(r"\(task ([0-9a-f]{32}|[0-9a-f-]{36})\)")
 
 
 def task_id(arn: str) -> str:
@@ -102,55 +100,30 @@ class ServiceState(Shows):
             self.running == self.desired and self.pending == 0 and self.rollout_state == "COMPLETED"
         )
 
-    def started_task_ids(self) -> list[str]:
-        """Task ids named in "has started N tasks" events, newest first."""
-        ids: list[str] = []
-        for e in self.events:
-            if _STARTED.search(e.get("message", "")):
-                ids += _TASK_ID.findall(e["message"])
-        return ids
-
     def counts(self) -> str:
         """Running counts only once a task stays up: before that they flicker with each retry."""
         if self.rollout_state == "COMPLETED":
             return f"running {self.running} of {self.desired}"
         return f"desired {self.desired}, no task has stayed up yet"
 
-    def __str__(self) -> str:
-        lines = [
+    def blocks(self) -> list[Block]:
+        import pandas as pd
+
+        events = pd.DataFrame(
+            [(e.get("createdAt"), str(e.get("message", ""))) for e in self.events[:5]],
+            columns=["time", "event (newest first)"],
+        )
+        line = (
             f"Service {self.name}: {self.status}, {self.counts()}; deployment "
-            f"{self.primary.get('id', '?')} {self.rollout_state}.",
-            "Recent events (newest first):",
-        ]
-        lines += [
-            f"  {_fmt_time(e.get('createdAt'))}  {e.get('message', '')}" for e in self.events[:5]
-        ]
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        colour = "#1b7f3b" if self.steady else "#a15c00"
-        rows = "".join(
-            f"<tr><td>{escape(_fmt_time(e.get('createdAt')))}</td>"
-            f"<td>{escape(e.get('message', ''))}</td></tr>"
-            for e in self.events[:5]
+            f"{self.primary.get('id', '?')} {self.rollout_state}."
         )
-        return (
-            f"<p>Service <b>{escape(self.name)}</b>: {escape(self.status)}, {escape(self.counts())}; "
-            f"deployment <code>{escape(str(self.primary.get('id', '?')))}</code> "
-            f'<b style="color:{colour}">{escape(self.rollout_state)}</b>.</p>'
-            f"<table><tr><th>time</th><th>event (newest first)</th></tr>{rows}</table>"
-        )
+        return [
+            Sentence(line, "ok" if self.steady else "warn"),
+            Table(events, empty="No events yet."),
+        ]
 
 
-def _fmt_time(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.strftime("%H:%M:%S")
-    return "" if value is None else str(value)
-
-
-def describe_service(ecs: Any, cluster: str, service: str) -> ServiceState:
+def describe_service(ecs: ECSClient, cluster: str, service: str) -> ServiceState:
     """Read the service; :class:`NotFound` names the cluster or service that is missing."""
     try:
         got = ecs.describe_services(cluster=cluster, services=[service])
@@ -169,7 +142,9 @@ def describe_service(ecs: Any, cluster: str, service: str) -> ServiceState:
     return ServiceState.from_api(services[0])
 
 
-def list_service_tasks(ecs: Any, cluster: str, service: str, desired_status: str) -> list[str]:
+def list_service_tasks(
+    ecs: ECSClient, cluster: str, service: str, desired_status: Literal["RUNNING", "STOPPED"]
+) -> list[str]:
     """Task ARNs of the service with ``desired_status`` (RUNNING or STOPPED)."""
     arns: list[str] = []
     for page in ecs.get_paginator("list_tasks").paginate(
@@ -179,12 +154,18 @@ def list_service_tasks(ecs: Any, cluster: str, service: str, desired_status: str
     return arns
 
 
-def describe_tasks(ecs: Any, cluster: str, arns: list[str]) -> list[dict[str, Any]]:
+def describe_tasks(ecs: ECSClient, cluster: str, arns: list[str]) -> list[dict[str, Any]]:
     """``describe_tasks`` in batches of 100 (the API's limit)."""
     out: list[dict[str, Any]] = []
     for i in range(0, len(arns), 100):
-        out += ecs.describe_tasks(cluster=cluster, tasks=arns[i : i + 100]).get("tasks", [])
+        out += plain(ecs.describe_tasks(cluster=cluster, tasks=arns[i : i + 100]).get("tasks", []))
     return out
+
+
+def plain(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The API's typed answers as the JSON the pure functions read (the shape of the aws CLI's
+    output too): the edge checks what it sends and reads; what it hands on is data."""
+    return [dict(i) for i in items]
 
 
 def app_container(task: dict[str, Any], name: str | None = None) -> dict[str, Any]:
@@ -204,10 +185,6 @@ def app_container(task: dict[str, Any], name: str | None = None) -> dict[str, An
         if not is_known_sidecar(str(c.get("name", "")), str(c.get("image", ""))):
             return c
     return containers[0] if containers else {}
-
-
-#: Back-compatible name: the container whose exit code and health are the task's story.
-essential_container = app_container
 
 
 def app_health(task: dict[str, Any], name: str | None = None) -> str:
@@ -452,7 +429,7 @@ class TaskDefinition:
         )
 
 
-def describe_task_definition(ecs: Any, arn: str) -> TaskDefinition:
+def describe_task_definition(ecs: ECSClient, arn: str) -> TaskDefinition:
     """Read a task definition (by ARN or ``family:revision``)."""
     return TaskDefinition.from_api(
         ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
@@ -463,7 +440,7 @@ class TaskDefinitions:
     """Task definitions read once each: a service's tasks may come from several revisions, and
     each task is judged by its own (``describe_tasks``' ``taskDefinitionArn``)."""
 
-    def __init__(self, ecs: Any, known: Sequence[TaskDefinition] = ()) -> None:
+    def __init__(self, ecs: ECSClient, known: Sequence[TaskDefinition] = ()) -> None:
         self.ecs = ecs
         self._by_arn: dict[str, TaskDefinition] = {td.arn: td for td in known}
 

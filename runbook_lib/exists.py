@@ -5,24 +5,30 @@ Each miss is one sentence naming the parameter, the name and where it was looked
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from runbook_lib.ecs import describe_service
 from runbook_lib.errors import NotFound
 from runbook_lib.params import Params
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_iam import IAMClient
 
 
 def _missing(param: str, what: str, where: str) -> NotFound:
     return NotFound(f"parameter {param!r}: {what} does not exist in {where}.", param)
 
 
-def check_names(clients: Any, params: Params, account: str) -> dict[str, str]:
+def check_names(
+    iam: IAMClient, ecs: ECSClient, ddb: DynamoDBClient, params: Params, account: str
+) -> dict[str, str]:
     """Look up the roles, the cluster and service, the table and its index.
 
-    ``clients`` is a callable ``service -> boto3 client``. Returns what was found (for the record).
+    Returns what was found (for the record).
     """
     where = f"account {account}"
-    iam = clients("iam")
     found: dict[str, str] = {}
     for param in ("task_role", "execution_role"):
         name = getattr(params, param)
@@ -32,13 +38,12 @@ def check_names(clients: Any, params: Params, account: str) -> dict[str, str]:
             raise _missing(param, f"role {name!r}", where) from None
     region_where = f"{where}, region {params.region}"
     try:
-        svc = describe_service(clients("ecs"), params.cluster, params.service)
+        svc = describe_service(ecs, params.cluster, params.service)
     except NotFound as exc:
         # Which account and region were searched: a cluster "missing" is often the wrong region.
         message = f"parameter {exc.param!r}: {str(exc).rstrip('.')} ({region_where})."
         raise NotFound(message, exc.param) from None
     found["service"] = svc.name
-    ddb = clients("dynamodb")
     try:
         table = ddb.describe_table(TableName=params.table)["Table"]
     except ddb.exceptions.ResourceNotFoundException:

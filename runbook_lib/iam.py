@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from runbook_lib.blocks import Block, Pre, Sentence
 from runbook_lib.errors import NotFound
 from runbook_lib.policy import (
     parse_document,
 )
 from runbook_lib.shows import Shows
+
+if TYPE_CHECKING:
+    from mypy_boto3_iam import IAMClient
 
 ECS_TASKS = "ecs-tasks.amazonaws.com"
 
@@ -60,14 +63,14 @@ class RoleState:
         return {self.boundary_arn or "permissions boundary": self.boundary}
 
 
-def _managed_document(iam: Any, arn: str) -> dict[str, Any]:
+def _managed_document(iam: IAMClient, arn: str) -> dict[str, Any]:
     """The default version's document of a managed policy."""
     version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
     got = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]
     return _doc(got["Document"])
 
 
-def read_role(iam: Any, role_name: str, account: str) -> RoleState:
+def read_role(iam: IAMClient, role_name: str, account: str) -> RoleState:
     """Read ``role_name`` with all of its identity policies and its permissions boundary.
 
     Raises :class:`NotFound` ("role X does not exist in account Y") when IAM says NoSuchEntity.
@@ -84,8 +87,9 @@ def read_role(iam: Any, role_name: str, account: str) -> RoleState:
             got = iam.get_role_policy(RoleName=role_name, PolicyName=name)
             inline[name] = _doc(got["PolicyDocument"])
     attached: dict[str, dict[str, Any]] = {}
-    for page in iam.get_paginator("list_attached_role_policies").paginate(RoleName=role_name):
-        for ap in page["AttachedPolicies"]:
+    pages = iam.get_paginator("list_attached_role_policies").paginate(RoleName=role_name)
+    for attached_page in pages:
+        for ap in attached_page["AttachedPolicies"]:
             attached[ap["PolicyArn"]] = _managed_document(iam, ap["PolicyArn"])
     boundary_arn = (role.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn")
     boundary = _managed_document(iam, boundary_arn) if boundary_arn else None
@@ -125,19 +129,12 @@ class TrustCheck(Shows):
             "Fix the trust policy first (iam update-assume-role-policy)."
         )
 
-    def __str__(self) -> str:
-        lines = [self.verdict(), json.dumps(self.trust_policy, indent=2)]
-        lines += [f"WARNING {w}" for w in self.warnings]
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        colour = "#1b7f3b" if self.ok else "#b00020"
-        warn = "".join(f'<li style="color:#a15c00">{escape(w)}</li>' for w in self.warnings)
-        return (
-            f'<p style="color:{colour}"><b>{escape(self.verdict())}</b></p>'
-            f"<pre>{escape(json.dumps(self.trust_policy, indent=2))}</pre>"
-            + (f"<ul>{warn}</ul>" if warn else "")
-        )
+    def blocks(self) -> list[Block]:
+        return [
+            Sentence(self.verdict(), "ok" if self.ok else "fail"),
+            Pre(json.dumps(self.trust_policy, indent=2)),
+            *(Sentence(w, "warn", "Warning") for w in self.warnings),
+        ]
 
 
 def _as_list(v: Any) -> list[Any]:

@@ -59,6 +59,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from runbook_lib.access_denied import PolicyType, advise_denial, format_access_denied
+from runbook_lib.blocks import Block, Sentence, Table
 from runbook_lib.iam_conditions import (
     Condition,
     Pattern,
@@ -191,13 +192,14 @@ class Decision:
         Raises ValueError for an allowed request. ``with_policy_arn``: append ``: <ARN>`` to an
         explicit deny whose policy is named by its ARN, as AWS does within an account.
         """
-        if self.allowed:
+        kind = self.decision
+        if kind == "allowed":
             raise ValueError(f"{self.action} on {self.resource} is allowed: there is no denial")
         return format_access_denied(
             principal,
             self.action,
             self.resource,
-            self.decision,
+            kind,
             policy_type=self.policy_type,
             policy_arn=self.policy_arn if with_policy_arn else None,
         )
@@ -205,9 +207,10 @@ class Decision:
     def advice(self, role_name: str | None = None) -> str:
         """One sentence on what would fix this denial (empty when allowed); see
         :func:`runbook_lib.access_denied.advise_denial`."""
-        if self.allowed:
+        kind = self.decision
+        if kind == "allowed":
             return ""
-        return advise_denial(self.policy_type, self.decision, self.action, role_name)
+        return advise_denial(self.policy_type, kind, self.action, role_name)
 
 
 _COLUMNS = ("action", "resource", "decision", "decided by")
@@ -244,19 +247,8 @@ class Explanation(Shows):
 
         return pd.DataFrame(self._records(), columns=list(_COLUMNS))
 
-    def _repr_html_(self) -> str:
-        table = self.to_frame().to_html(index=False, escape=True)
-        return f"{table}\n<p>{self._summary()}</p>"
-
-    def __str__(self) -> str:
-        records = [_COLUMNS, *self._records()]
-        widths = [max(len(rec[i]) for rec in records) for i in range(len(_COLUMNS))]
-        lines = [
-            "  ".join(cell.ljust(w) for cell, w in zip(rec, widths, strict=True)).rstrip()
-            for rec in records
-        ]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join([*lines, self._summary()])
+    def blocks(self) -> list[Block]:
+        return [Table(self.to_frame()), Sentence(self._summary())]
 
 
 @dataclass(frozen=True)

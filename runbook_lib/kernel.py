@@ -14,6 +14,9 @@ that the kernel is the one it should be and none of its start or stop adds to th
 - **Its own output kept apart.** What the kernel process itself prints (not a cell's output,
   which goes to the notebook) goes to :attr:`Kernel.log_path`, not to the command's terminal:
   the command prints only its own lines, and keeps the log as ``kernel.log`` when there is one.
+- **Ctrl-C taken by a step.** The kernel leaves SIGINT to :mod:`runbook_lib.gate` for its whole
+  life: an interrupt stops the running step, or the next one to start, never ipykernel's own code
+  around a cell (where it would swallow the cell's reply and papermill would wait for ever).
 - **Started early.** Started before papermill is imported, the kernel boots while the command
   imports papermill and reads the notebook.
 - **Ready without the final wait.** The client's readiness check is jupyter_client's
@@ -43,27 +46,43 @@ from pathlib import Path
 from queue import Empty
 from typing import IO, Any
 
-from runbook_lib import speedups
+from runbook_lib import gate, speedups
 
 KERNEL_NAME = "python3"
 
 
 def kernel_argv() -> list[str]:
-    """The kernel's command line: this interpreter's ipykernel (see the module's docstring),
-    through :func:`launch` unless the speed-ups are off."""
-    launcher = "runbook_lib.kernel" if speedups.enabled() else "ipykernel_launcher"
-    return [sys.executable, "-m", launcher, "-f", "{connection_file}"]
+    """The kernel's command line: this interpreter's ipykernel, through :func:`launch` (see the
+    module's docstring)."""
+    return [sys.executable, "-m", "runbook_lib.kernel", "-f", "{connection_file}"]
 
 
 def launch() -> None:
-    """Start ipykernel as ``ipykernel_launcher`` does, after the kernel-side speed-ups."""
+    """Start ipykernel as ``ipykernel_launcher`` does, with Ctrl-C taken by the run's steps
+    (:mod:`runbook_lib.gate`), after the kernel-side speed-ups (unless they are off)."""
+    gate.install()  # from the start: an interrupt during start-up is held for the first step
     # The working directory comes off sys.path while ipykernel loads; IPython puts it back.
     if sys.path and (sys.path[0] == "" or Path(sys.path[0]) == Path.cwd()):
         del sys.path[0]
-    speedups.in_kernel()
-    from ipykernel import kernelapp
+    if speedups.enabled():
+        speedups.in_kernel()
+    from ipykernel.ipkernel import IPythonKernel
+    from ipykernel.kernelapp import IPKernelApp
 
-    kernelapp.launch_new_instance()
+    class HeadlessKernel(IPythonKernel):
+        """ipykernel's kernel that leaves SIGINT to the gate: ipykernel would put Python's own
+        handler in place for each request and ignore SIGINT between requests."""
+
+        def pre_handler_hook(self) -> None:
+            pass
+
+        def post_handler_hook(self) -> None:
+            pass
+
+    app = IPKernelApp.instance(kernel_class=HeadlessKernel)
+    app.initialize()  # type: ignore[no-untyped-call]
+    gate.install()  # IPKernelApp.initialize ignores SIGINT (init_signal): the gate takes it back
+    app.start()  # type: ignore[no-untyped-call]
 
 
 class Kernel:

@@ -20,8 +20,15 @@ ran has no stream, and the diagnosis says what it could not read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_logs import CloudWatchLogsClient
+    from mypy_boto3_logs.type_defs import (
+        FilterLogEventsRequestTypeDef,
+        GetLogEventsRequestTypeDef,
+    )
 
 #: What every AccessDenied sentence holds (the CloudWatch filter syntax for an exact phrase; it is
 #: case-sensitive, as AWS writes the sentence).
@@ -34,7 +41,7 @@ MAX_STREAM_NAMES = 100
 
 
 def read_stream(
-    logs: Any,
+    logs: CloudWatchLogsClient,
     group: str,
     stream: str,
     *,
@@ -45,19 +52,25 @@ def read_stream(
     """Every event of ``stream`` (between ``start_ms`` and ``end_ms``, epoch milliseconds, when
     given), oldest first: ``get_log_events`` from the head, following ``nextForwardToken`` until
     AWS hands back the token it was given."""
-    kwargs: dict[str, Any] = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
+    request: GetLogEventsRequestTypeDef = {
+        "logGroupName": group,
+        "logStreamName": stream,
+        "startFromHead": True,
+    }
     if start_ms is not None:
-        kwargs["startTime"] = start_ms
+        request["startTime"] = start_ms
     if end_ms is not None:
-        kwargs["endTime"] = end_ms
+        request["endTime"] = end_ms
     events: list[dict[str, Any]] = []
     token: str | None = None
     for _ in range(max_pages):
+        if token:
+            request["nextToken"] = token
         try:
-            page = logs.get_log_events(**kwargs, **({"nextToken": token} if token else {}))
+            page = logs.get_log_events(**request)
         except logs.exceptions.ResourceNotFoundException:
             return events
-        events += page.get("events", [])
+        events += _plain(page.get("events", []))
         following = page.get("nextForwardToken")
         if not following or following == token:
             break
@@ -65,25 +78,27 @@ def read_stream(
     return events
 
 
-def read_tail(logs: Any, group: str, stream: str, lines: int) -> list[dict[str, Any]]:
+def read_tail(
+    logs: CloudWatchLogsClient, group: str, stream: str, lines: int
+) -> list[dict[str, Any]]:
     """The stream's last ``lines`` events: ``get_log_events`` from the end, following
     ``nextBackwardToken`` past empty pages until enough are read or the token repeats."""
     events: list[dict[str, Any]] = []
     token: str | None = None
     for _ in range(MAX_PAGES):
-        kwargs: dict[str, Any] = {
+        request: GetLogEventsRequestTypeDef = {
             "logGroupName": group,
             "logStreamName": stream,
             "limit": lines,
             "startFromHead": False,
         }
         if token:
-            kwargs["nextToken"] = token
+            request["nextToken"] = token
         try:
-            page = logs.get_log_events(**kwargs)
+            page = logs.get_log_events(**request)
         except logs.exceptions.ResourceNotFoundException:
             break
-        events = page.get("events", []) + events
+        events = _plain(page.get("events", [])) + events
         following = page.get("nextBackwardToken")
         if len(events) >= lines or not following or following == token:
             break
@@ -92,7 +107,7 @@ def read_tail(logs: Any, group: str, stream: str, lines: int) -> list[dict[str, 
 
 
 def search(
-    logs: Any,
+    logs: CloudWatchLogsClient,
     group: str,
     pattern: str = DENIAL_PATTERN,
     *,
@@ -111,33 +126,39 @@ def search(
             return []
         found: list[dict[str, Any]] = []
         for i in range(0, len(names), MAX_STREAM_NAMES):
-            found += _filter(
-                logs, group, pattern, start_ms, max_pages, logStreamNames=names[i : i + 100]
-            )
+            scope: FilterLogEventsRequestTypeDef = {"logStreamNames": names[i : i + 100]}
+            found += _filter(logs, group, pattern, start_ms, max_pages, scope)
         return sorted(found, key=lambda e: (e.get("timestamp", 0), e.get("eventId", "")))
-    scope = {"logStreamNamePrefix": prefix} if prefix else {}
-    return _filter(logs, group, pattern, start_ms, max_pages, **scope)
+    return _filter(
+        logs, group, pattern, start_ms, max_pages, {"logStreamNamePrefix": prefix} if prefix else {}
+    )
 
 
 def _filter(
-    logs: Any,
+    logs: CloudWatchLogsClient,
     group: str,
     pattern: str,
     start_ms: int | None,
     max_pages: int,
-    **scope: Any,
+    scope: FilterLogEventsRequestTypeDef,
 ) -> list[dict[str, Any]]:
-    kwargs: dict[str, Any] = {"logGroupName": group, "filterPattern": pattern, **scope}
+    request: FilterLogEventsRequestTypeDef = {
+        **scope,
+        "logGroupName": group,
+        "filterPattern": pattern,
+    }
     if start_ms is not None:
-        kwargs["startTime"] = start_ms
+        request["startTime"] = start_ms
     events: list[dict[str, Any]] = []
     token: str | None = None
     for _ in range(max_pages):
+        if token:
+            request["nextToken"] = token
         try:
-            page = logs.filter_log_events(**kwargs, **({"nextToken": token} if token else {}))
+            page = logs.filter_log_events(**request)
         except logs.exceptions.ResourceNotFoundException:
             return events
-        events += page.get("events", [])
+        events += _plain(page.get("events", []))
         token = page.get("nextToken")
         if not token:
             break
@@ -148,3 +169,8 @@ def lines_of(events: Sequence[dict[str, Any]]) -> list[str]:
     """The events' text, one line each (awslogs sends one event per line; a writer that sent a
     block is split)."""
     return [ln for e in events for ln in str(e.get("message", "")).splitlines()]
+
+
+def _plain(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Typed answers as plain events (what the searches and the pure readers take)."""
+    return [dict(e) for e in events]

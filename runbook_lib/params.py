@@ -12,12 +12,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 #: The account the lab seeds when ``account_id`` is empty (moto's default account).
 LAB_DEFAULT_ACCOUNT = "123456789012"
 
-BACKENDS = ("lab", "aws")
+#: Where the runbook's AWS calls go: the embedded (or a served) lab, or AWS.
+Backend = Literal["lab", "aws"]
+BACKENDS: tuple[Backend, ...] = ("lab", "aws")
 SCOPES = ("workshop", "least-privilege")
 MAX_TIMEOUT_S = 3600.0
 
@@ -61,7 +63,7 @@ class ParameterError(ValueError):
 class Params:
     """Validated runbook parameters (defaults: the workshop's names, the embedded lab)."""
 
-    backend: str = "lab"
+    backend: Backend = "lab"
     region: str = "us-west-2"
     account_id: str = ""
     profile: str = ""

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from runbook_lib.blocks import Block, Diff, Heading, Pre, Sentence, Tone
 from runbook_lib.policy import RenderedPolicy, pretty
 from runbook_lib.shows import Shows
 from runbook_lib.writes import (
@@ -29,15 +29,24 @@ from runbook_lib.writes import (
     same_state,
     state_hash,
     state_record,
-    write_lines,
-    writes_html,
+    writes_list,
 )
+
+if TYPE_CHECKING:
+    from mypy_boto3_iam import IAMClient
 
 #: Why a rollback wrote nothing although the run wrote: the policy is already as before.
 ALREADY = "IAM already holds that state"
 #: Outcomes of a run that did not finish: its writes may be half done and its undo not applied.
 UNFINISHED = ("in progress", "interrupted", "failed")
 
+
+#: What a plan does with the policy: write it where there is none, replace another document of
+#: that name, or nothing (IAM holds it already).
+PlanAction = Literal["create", "replace", "unchanged"]
+#: What a rollback did: deleted the policy this run created, restored the one it replaced,
+#: nothing (nothing of this run's is there), or refused (IAM holds something else now).
+RollbackDone = Literal["deleted", "restored", "nothing", "refused"]
 
 # --- earlier runs --------------------------------------------------------------------------------
 
@@ -132,20 +141,13 @@ class Unfinished(Shows):
             "undo": self.undo,
         }
 
-    def __str__(self) -> str:
-        lines = self.sentences()
+    def blocks(self) -> list[Block]:
+        first, *rest = self.sentences()
+        out: list[Block] = [Sentence(first, "warn" if self.first_writer else "info")]
+        out += [Sentence(t) for t in rest]
         if self.first_writer is not None and self.original is not None:
-            lines.append(pretty(self.original).rstrip())
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        tone = "#a15c00" if self.first_writer else "#333"
-        text = self.sentences()
-        html = f'<p style="color:{tone}"><b>{escape(text[0])}</b></p>'
-        html += "".join(f"<p>{escape(t)}</p>" for t in text[1:])
-        if self.first_writer is not None and self.original is not None:
-            html += f"<pre>{escape(pretty(self.original))}</pre>"
-        return html
+            out.append(Pre(pretty(self.original)))
+        return out
 
 
 def _doc_of(state: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -222,7 +224,7 @@ class Plan(Shows):
 
     role: str
     policy: RenderedPolicy
-    action: str  # the policy's: "create" | "replace" | "unchanged"
+    action: PlanAction  # the policy's
     previous: dict[str, Any] | None
     other_inline: tuple[str, ...]
     writes: list[Write] = field(default_factory=list)
@@ -305,34 +307,21 @@ class Plan(Shows):
             },
         }
 
-    def __str__(self) -> str:
+    def blocks(self) -> list[Block]:
         others = ", ".join(self.other_inline) or "none"
-        lines = [self.summary(), f"Other inline policies on the role (kept): {others}"]
+        tone: dict[str, Tone] = {"create": "info", "replace": "warn", "unchanged": "ok"}
+        out: list[Block] = [
+            Sentence(self.summary(), tone[self.action]),
+            Sentence(f"Other inline policies on the role (kept): {others}"),
+        ]
         if self.diff:
-            lines.append(self.diff.rstrip())
+            out.append(Diff(self.diff))
         if self.writes:
-            lines.append("Writes, in order:")
-            lines += write_lines(self.writes)
+            out += [Heading("Writes, in order:"), writes_list(self.writes)]
         if self.restore is not None:
-            lines.append(self.restore.sentence())
-        lines += self.notes
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        others = ", ".join(f"<code>{escape(o)}</code>" for o in self.other_inline) or "none"
-        colour = {"create": "#1b5e9f", "replace": "#a15c00", "unchanged": "#1b7f3b"}[self.action]
-        html = (
-            f'<p style="color:{colour}"><b>{escape(self.summary())}</b></p>'
-            f"<p>Other inline policies on the role (kept): {others}</p>"
-        )
-        if self.diff:
-            html += f"<pre>{escape(self.diff)}</pre>"
-        if self.writes:
-            html += "<p>Writes, in order:</p>" + writes_html(self.writes)
-        if self.restore is not None:
-            html += f"<p>{escape(self.restore.sentence())}</p>"
-        html += "".join(f"<p>{escape(n)}</p>" for n in self.notes)
-        return html
+            out.append(Sentence(self.restore.sentence()))
+        out += [Sentence(n) for n in self.notes]
+        return out
 
 
 def plan(
@@ -347,7 +336,7 @@ def plan(
     PRIMARY deployment."""
     previous = role.inline.get(policy.name)
     if previous is None:
-        action = "create"
+        action: PlanAction = "create"
     elif same_state(previous, policy.document):
         action = "unchanged"
     else:
@@ -379,7 +368,7 @@ def plan(
 class RollbackResult(Shows):
     role: str
     policy_name: str
-    done: str  # "deleted" | "restored" | "nothing" | "refused"
+    done: RollbackDone
     matches_before: bool
     #: "the run" or "run <id>": whose starting state the rollback restores.
     restores: str = "the run"
@@ -429,12 +418,15 @@ class RollbackResult(Shows):
             rec["notes"] = list(self.notes)
         return rec
 
-    def __str__(self) -> str:
-        return " ".join([self.sentence(), *self.notes])
+    def blocks(self) -> list[Block]:
+        tone: Tone = "ok" if self.matches_before else "warn"
+        if self.done in ("nothing", "refused"):
+            tone = "info" if self.done == "nothing" else "fail"
+        return [Sentence(self.sentence(), tone), *(Sentence(n) for n in self.notes)]
 
 
 def rollback(
-    iam: Any,
+    iam: IAMClient,
     clock: Clock,
     role: str,
     name: str,
@@ -465,7 +457,7 @@ def rollback(
     write.send(iam, clock)
     write.confirm(iam, clock)
     on_change(write)
-    done = "deleted" if target is None else "restored"
+    done: RollbackDone = "deleted" if target is None else "restored"
     return RollbackResult(
         role, name, done, write.state == "written", restores, target, write.found, write=write
     )

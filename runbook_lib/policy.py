@@ -17,10 +17,11 @@ import json
 import re
 import shlex
 from dataclasses import dataclass, field
-from html import escape
+from enum import StrEnum
 from string import Template
 from typing import Any
 
+from runbook_lib.blocks import Block, Heading, Pre, Sentence, Tone, items
 from runbook_lib.carts import CARTS_CALLS, index_arn, table_arn
 from runbook_lib.params import Params
 from runbook_lib.partitions import UnknownRegion, partition_for_region
@@ -123,20 +124,16 @@ class RenderedPolicy(Shows):
         """The equivalent ``aws`` command (the document saved as :data:`POLICY_FILE`)."""
         return put_role_policy_command(self.role, self.name, f"file://{POLICY_FILE}")
 
-    def __str__(self) -> str:
-        return (
-            f"Policy {self.name} for role {self.role} (scope {self.scope}, "
-            f"sha256 {self.sha256[:12]}):\n{self.text.rstrip()}\n\nEquivalent command:\n"
-            f"{self.cli_command}"
-        )
-
-    def _repr_html_(self) -> str:
-        return (
-            f"<p>Policy <b>{escape(self.name)}</b> for role <b>{escape(self.role)}</b> "
-            f"(scope <code>{escape(self.scope)}</code>, sha256 <code>{self.sha256[:12]}</code>)</p>"
-            f"<pre>{escape(self.text.rstrip())}</pre>"
-            f"<p>Equivalent command:</p><pre>{escape(self.cli_command)}</pre>"
-        )
+    def blocks(self) -> list[Block]:
+        return [
+            Sentence(
+                f"Policy {self.name} for role {self.role} (scope {self.scope}, "
+                f"sha256 {self.sha256[:12]}):"
+            ),
+            Pre(self.text),
+            Heading("Equivalent command:"),
+            Pre(self.cli_command),
+        ]
 
 
 def render_policy(params: Params, account_id: str) -> RenderedPolicy:
@@ -231,9 +228,19 @@ def size_without_whitespace(doc: dict[str, Any] | str) -> int:
 # --- lint ----------------------------------------------------------------------------------------
 
 
+class Level(StrEnum):
+    """A lint finding's level, the word shown in front of it. An error stops the run before any
+    write; a warning or a note leaves the choice to the reader. (A StrEnum: the record holds the
+    word itself.)"""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
 @dataclass(frozen=True)
 class Finding:
-    level: str  # "error" | "warning" | "info"
+    level: Level
     message: str
 
 
@@ -243,26 +250,18 @@ class LintReport(Shows):
 
     @property
     def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.level == "error"]
+        return [f for f in self.findings if f.level == Level.ERROR]
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
-    def __str__(self) -> str:
+    def blocks(self) -> list[Block]:
         if not self.findings:
-            return "Lint: no findings."
-        return "Lint:\n" + "\n".join(f"  {f.level.upper():7} {f.message}" for f in self.findings)
-
-    def _repr_html_(self) -> str:
-        if not self.findings:
-            return "<p>Lint: no findings.</p>"
-        colours = {"error": "#b00020", "warning": "#a15c00", "info": "#555"}
-        items = "".join(
-            f'<li><b style="color:{colours[f.level]}">{f.level}</b> {escape(f.message)}</li>'
-            for f in self.findings
-        )
-        return f"<p>Lint:</p><ul>{items}</ul>"
+            return [Sentence("Lint: no findings.", "ok")]
+        tones: dict[Level, Tone] = {Level.ERROR: "fail", Level.WARNING: "warn", Level.INFO: "info"}
+        found = [Sentence(f.message, tones[f.level], f.level.capitalize()) for f in self.findings]
+        return [Sentence("Lint:"), items(found)]
 
 
 def _partition_findings(
@@ -281,7 +280,7 @@ def _partition_findings(
                 continue
             out.append(
                 Finding(
-                    "error",
+                    Level.ERROR,
                     f"{where}: {key} {value!r} is in partition {part!r}, but region {region} is "
                     f"in {partition!r}: write arn:{partition}: or it matches nothing.",
                 )
@@ -310,7 +309,7 @@ def lint(
         partition: str | None = partition_for_region(params.region)
     except UnknownRegion as exc:
         partition = None
-        findings.append(Finding("error", f"{exc}, so no ARN can be checked against it."))
+        findings.append(Finding(Level.ERROR, f"{exc}, so no ARN can be checked against it."))
     statements = d.get("Statement", [])
     if isinstance(statements, dict):
         statements = [statements]
@@ -328,7 +327,7 @@ def lint(
             if a == "*" or a.endswith(":*"):
                 findings.append(
                     Finding(
-                        "warning",
+                        Level.WARNING,
                         f"{where}: action {a!r} grants every {a.split(':')[0] if ':' in a else 'AWS'} "
                         "action, including DeleteTable and UpdateTable; carts needs only "
                         + ", ".join(c.operation for c in CARTS_CALLS)
@@ -337,11 +336,13 @@ def lint(
                 )
         if "NotAction" in st or "NotResource" in st:
             findings.append(
-                Finding("warning", f"{where}: Allow with NotAction/NotResource is broad.")
+                Finding(Level.WARNING, f"{where}: Allow with NotAction/NotResource is broad.")
             )
         for r in resources:
             if r == "*":
-                findings.append(Finding("warning", f"{where}: resource '*' covers every resource."))
+                findings.append(
+                    Finding(Level.WARNING, f"{where}: resource '*' covers every resource.")
+                )
                 continue
             m = _DDB_ARN.match(r)
             if not m:
@@ -349,7 +350,7 @@ def lint(
             if not m["region"] or not m["account"]:
                 findings.append(
                     Finding(
-                        "error",
+                        Level.ERROR,
                         f"{where}: resource {r!r} has an empty region or account (an unset shell "
                         "variable?) and matches nothing.",
                     )
@@ -358,21 +359,21 @@ def lint(
             if m["account"] not in ("*", account_id):
                 findings.append(
                     Finding(
-                        "error",
+                        Level.ERROR,
                         f"{where}: resource {r!r} names account {m['account']}, not {account_id}.",
                     )
                 )
             if m["region"] not in ("*", params.region):
                 findings.append(
                     Finding(
-                        "error",
+                        Level.ERROR,
                         f"{where}: resource {r!r} names region {m['region']}, not {params.region}.",
                     )
                 )
             if m["rest"].startswith("table/*") or m["rest"] == "*":
                 findings.append(
                     Finding(
-                        "warning",
+                        Level.WARNING,
                         f"{where}: resource {r!r} covers every table, index and stream in the "
                         "account and region, and the task role is shared by other services.",
                     )
@@ -385,7 +386,7 @@ def lint(
     if total > INLINE_POLICY_QUOTA:
         findings.append(
             Finding(
-                "error",
+                Level.ERROR,
                 f"the role's inline policies would total {total} characters (without whitespace); "
                 f"IAM allows {INLINE_POLICY_QUOTA}.",
             )
@@ -393,7 +394,7 @@ def lint(
     else:
         findings.append(
             Finding(
-                "info",
+                Level.INFO,
                 f"inline policy size after the change: {total} of {INLINE_POLICY_QUOTA} characters.",
             )
         )

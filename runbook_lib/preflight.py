@@ -16,15 +16,19 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runbook_lib.access_denied import PolicyType
+from runbook_lib.blocks import Block, Heading, Sentence, Table
 from runbook_lib.carts import carts_requests
 from runbook_lib.iam import RoleState
-from runbook_lib.iam_eval import Explanation, explain
+from runbook_lib.iam_eval import DecisionKind, Explanation, explain
 from runbook_lib.policy import RenderedPolicy
 from runbook_lib.shows import Shows
+
+if TYPE_CHECKING:
+    from mypy_boto3_iam import IAMClient
+    from mypy_boto3_iam.type_defs import ContextEntryTypeDef
 
 #: Request context the carts app sends with every call (the AWS SDK speaks HTTPS), given to the
 #: simulator so that a policy's conditions on these keys decide as they would for carts.
@@ -37,7 +41,7 @@ class SimulatorAnswer:
 
     action: str
     resource: str
-    decision: str  # allowed | explicit_deny | implicit_deny
+    decision: DecisionKind
     allowed_by_boundary: bool | None = None
     allowed_by_organizations: bool | None = None
     missing_context: tuple[str, ...] = ()
@@ -57,7 +61,7 @@ class SimulatorAnswer:
         }
 
 
-_DECISIONS = {
+_DECISIONS: dict[str, DecisionKind] = {
     "allowed": "allowed",
     "explicitDeny": "explicit_deny",
     "implicitDeny": "implicit_deny",
@@ -213,57 +217,40 @@ class Preflight(Shows):
             "is allowed only when both an identity-based policy and the boundary allow it."
         )
 
-    def __str__(self) -> str:
-        parts = [self._boundary_line()] if self.boundary_arn else []
-        parts += [
-            "Now (the role as it is):",
-            str(self.before),
-            "",
-            "With the candidate policy:",
-            str(self.after),
-        ]
+    def blocks(self) -> list[Block]:
+        out: list[Block] = [Sentence(self._boundary_line())] if self.boundary_arn else []
+        out += [Heading("Now (the role as it is):"), *self.before.blocks()]
+        out += [Heading("With the candidate policy:"), *self.after.blocks()]
         if self.simulator is not None:
-            parts += ["", "IAM policy simulator:"]
-            parts += [
-                f"  {r.action:22} {r.decision:15} {r.resource}"
-                + (" (boundary: no)" if r.allowed_by_boundary is False else "")
-                + (" (organization: no)" if r.allowed_by_organizations is False else "")
-                + (
-                    f" (missing context: {', '.join(r.missing_context)})"
-                    if r.missing_context
-                    else ""
-                )
-                for r in self.simulator
-            ]
-        if self.simulator_note:
-            parts.append(self.simulator_note)
-        parts += self.notes
-        parts += ["", ("OK: " if self.ok else "STOP: ") + self.verdict()]
-        return "\n".join(parts)
+            import pandas as pd
 
-    def _repr_html_(self) -> str:
-        colour = "#1b7f3b" if self.ok else "#b00020"
-        html = f"<p>{escape(self._boundary_line())}</p>" if self.boundary_arn else ""
-        html += "<p>Now (the role as it is):</p>" + self.before._repr_html_()
-        html += "<p>With the candidate policy:</p>" + self.after._repr_html_()
-        if self.simulator is not None:
-            rows = "".join(
-                f"<tr><td>{escape(r.action)}</td><td>{escape(r.resource)}</td>"
-                f"<td>{escape(r.decision)}</td><td>{_yes_no(r.allowed_by_boundary)}</td>"
-                f"<td>{_yes_no(r.allowed_by_organizations)}</td>"
-                f"<td>{escape(', '.join(r.missing_context))}</td></tr>"
-                for r in self.simulator
+            answers = pd.DataFrame(
+                [
+                    (
+                        r.action,
+                        r.resource,
+                        r.decision,
+                        _yes_no(r.allowed_by_boundary),
+                        _yes_no(r.allowed_by_organizations),
+                        ", ".join(r.missing_context),
+                    )
+                    for r in self.simulator
+                ],
+                columns=[
+                    "action",
+                    "resource",
+                    "decision",
+                    "boundary allows",
+                    "organization allows",
+                    "missing context",
+                ],
             )
-            html += (
-                "<p>IAM policy simulator:</p><table><tr><th>action</th><th>resource</th>"
-                "<th>decision</th><th>boundary allows</th><th>organization allows</th>"
-                f"<th>missing context</th></tr>{rows}</table>"
-            )
+            out += [Heading("IAM policy simulator:"), Table(answers)]
         if self.simulator_note:
-            html += f"<p>{escape(self.simulator_note)}</p>"
-        html += "".join(f"<p>{escape(n)}</p>" for n in self.notes)
-        html += f'<p style="color:{colour}"><b>{escape(self.verdict())}</b></p>'
-        return html
+            out.append(Sentence(self.simulator_note))
+        out += [Sentence(n) for n in self.notes]
+        verdict = Sentence(self.verdict(), "ok" if self.ok else "fail", "OK" if self.ok else "Stop")
+        return [*out, verdict]
 
 
 def _yes_no(value: bool | None) -> str:
@@ -302,7 +289,7 @@ def simulation_inputs(role: RoleState, policy: RenderedPolicy) -> dict[str, Any]
 
 
 def simulate(
-    iam: Any, role: RoleState, policy: RenderedPolicy, requests: Sequence[tuple[str, str]]
+    iam: IAMClient, role: RoleState, policy: RenderedPolicy, requests: Sequence[tuple[str, str]]
 ) -> tuple[list[SimulatorAnswer] | None, str]:
     """Ask IAM's ``SimulateCustomPolicy`` about every carts call, for the role as it will be
     (:func:`simulation_inputs`): one simulation per resource with its actions, every page
@@ -317,7 +304,7 @@ def simulate(
     for action, resource in requests:
         by_resource.setdefault(resource, []).append(action)
     inputs = simulation_inputs(role, policy)
-    context = [
+    context: list[ContextEntryTypeDef] = [
         {"ContextKeyName": key, "ContextKeyValues": ["true"], "ContextKeyType": "boolean"}
         for key in SIMULATOR_CONTEXT
     ]

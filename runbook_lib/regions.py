@@ -52,7 +52,8 @@ def service_regions(service: str, partition: str = LAB_PARTITION) -> frozenset[s
 
 @lru_cache(maxsize=1)
 def _endpoint_regions() -> dict[str, dict[str, frozenset[str]]]:
-    """partition -> service -> regions with an endpoint (``endpoints.json``, about 20 ms)."""
+    """partition -> service -> regions with an endpoint (``endpoints.json``: read and parsed once
+    per process, as it is large; BENCHMARKS.md has the cost)."""
     data = json.loads((resources.files("botocore") / "data" / "endpoints.json").read_bytes())
     found: dict[str, dict[str, frozenset[str]]] = {}
     for part in data["partitions"]:

@@ -16,11 +16,12 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from html import escape
 from pathlib import Path
 from typing import Any
 
-from runbook_lib.diagnose import Diagnosis, diagnose
+from runbook_lib import diagnose, gate, iam, plan, policy, preflight, session, watch
+from runbook_lib.blocks import Block, Diff, Heading, Sentence, Table, Tone, items
+from runbook_lib.diagnose import Diagnosis
 from runbook_lib.dynamo import ScanResult, scan_items
 from runbook_lib.ecs import TaskDefinitions
 from runbook_lib.errors import (
@@ -32,7 +33,7 @@ from runbook_lib.errors import (
     WrongCause,
 )
 from runbook_lib.exists import check_names
-from runbook_lib.iam import RoleState, TrustCheck, check_trust, read_role
+from runbook_lib.iam import RoleState, TrustCheck, read_role
 from runbook_lib.params import Params, notebook_values
 from runbook_lib.plan import (
     ALREADY,
@@ -40,16 +41,14 @@ from runbook_lib.plan import (
     Restore,
     RollbackResult,
     Unfinished,
-    plan,
-    rollback,
     unfinished_runs,
 )
-from runbook_lib.policy import LintReport, RenderedPolicy, lint, render_policy
-from runbook_lib.preflight import Preflight, preflight, simulate
+from runbook_lib.policy import LintReport, RenderedPolicy
+from runbook_lib.preflight import Preflight
 from runbook_lib.record import RunRecord, earlier_records
-from runbook_lib.session import Connection, Identity, connect
+from runbook_lib.session import Connection, Identity
 from runbook_lib.shows import Shows
-from runbook_lib.watch import Baseline, WatchResult, watch
+from runbook_lib.watch import Baseline, WatchResult
 from runbook_lib.writes import (
     SENT_STATES,
     DeploymentWrite,
@@ -81,14 +80,10 @@ class Note(Shows):
     """A sentence for the reader, as a step's result when there is nothing else to show."""
 
     text: str
-    tone: str = "info"  # info | ok | warn
+    tone: Tone = "info"
 
-    def __str__(self) -> str:
-        return self.text
-
-    def _repr_html_(self) -> str:
-        colour = {"ok": "#1b7f3b", "warn": "#a15c00"}.get(self.tone, "#333")
-        return f'<p style="color:{colour}"><b>{escape(self.text)}</b></p>'
+    def blocks(self) -> list[Block]:
+        return [Sentence(self.text, self.tone)]
 
 
 @dataclass(frozen=True)
@@ -98,13 +93,8 @@ class Changed(Shows):
     text: str
     diff: str
 
-    def __str__(self) -> str:
-        return f"{self.text}\n{self.diff.rstrip()}"
-
-    def _repr_html_(self) -> str:
-        return (
-            f'<p style="color:#a15c00"><b>{escape(self.text)}</b></p><pre>{escape(self.diff)}</pre>'
-        )
+    def blocks(self) -> list[Block]:
+        return [Sentence(self.text, "warn"), Diff(self.diff)]
 
 
 class Runbook:
@@ -114,7 +104,7 @@ class Runbook:
         self.params = params
         self.record = record or RunRecord.create()
         self.record.data["parameters"] = params.public_dict()
-        self.conn: Connection | None = None
+        self._connection: Connection | None = None
         self.diagnosis: Diagnosis | None = None
         self.role: RoleState | None = None
         self.policy: RenderedPolicy | None = None
@@ -158,6 +148,7 @@ class Runbook:
         t0 = time.monotonic()
         self._passed.discard(name)
         try:
+            gate.entered()  # a Ctrl-C held for this step raises here (headless runs)
             yield payload
         except BaseException as exc:
             # What the step saw before it failed (the diagnosis's cause, say) stays on record.
@@ -169,6 +160,8 @@ class Runbook:
             else:
                 self.record.fail(name, exc, self.undo_command())
             raise
+        finally:
+            gate.left()
         self._passed.add(name)
         error = self._failures.pop(name, None)
         if error is not None:
@@ -224,20 +217,25 @@ class Runbook:
 
     @property
     def connection(self) -> Connection:
-        if self.conn is None:
+        """The session the connect step made (one per run); a clear error before it."""
+        if self._connection is None:
             raise RunbookError(
                 "not connected yet: run the 'Check the parameters and connect' cells first."
             )
-        return self.conn
+        return self._connection
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None
 
     # --- 1. connect -----------------------------------------------------------------------------
 
     def connect(self) -> Identity:
         """Build the session (starting a lab if the parameters ask) and check who answers."""
         with self._step("connect") as rec:
-            self.conn = connect(self.params)
-            assert self.conn.identity is not None
-            ident = self.conn.identity
+            self._connection = conn = session.connect(self.params)
+            assert conn.identity is not None
+            ident = conn.identity
             rec.update(
                 account=ident.account,
                 caller_arn=ident.arn,
@@ -245,7 +243,13 @@ class Runbook:
                 backend=ident.backend,
             )
             self.record.data["caller"] = {"account": ident.account, "arn": ident.arn}
-            rec["found"] = check_names(self.conn.client, self.params, ident.account)
+            rec["found"] = check_names(
+                conn.client("iam"),
+                conn.client("ecs"),
+                conn.client("dynamodb"),
+                self.params,
+                ident.account,
+            )
             self.record.data["target"] = target = self._target(ident.account)
             self.earlier = unfinished_runs(earlier_records(self.record.path), target)
             if self.earlier is not None:
@@ -284,7 +288,7 @@ class Runbook:
         task definition runs as another role: nothing is written then."""
         with self._step("diagnose") as rec:
             c = self.connection
-            d = diagnose(
+            d = diagnose.diagnose(
                 c.client("ecs"),
                 c.client("logs"),
                 self.params.cluster,
@@ -305,7 +309,7 @@ class Runbook:
 
     def render_policy(self) -> RenderedPolicy:
         with self._step("render") as rec:
-            self.policy = render_policy(self.params, self.account)
+            self.policy = policy.render_policy(self.params, self.account)
             rec.update(
                 scope=self.policy.scope, sha256=self.policy.sha256, document=self.policy.document
             )
@@ -324,7 +328,9 @@ class Runbook:
     def lint(self) -> LintReport:
         """Wildcards, empty region or account, the inline size quota. Errors stop the run."""
         with self._step("lint") as rec:
-            report = lint(self._policy().document, self.params, self.account, self._role().inline)
+            report = policy.lint(
+                self._policy().document, self.params, self.account, self._role().inline
+            )
             self.lint_report = report
             rec.update(findings=[{"level": f.level, "message": f.message} for f in report.findings])
             if not report.ok:
@@ -336,14 +342,14 @@ class Runbook:
         """Every carts call, decided before and after the candidate (and by IAM on real AWS)."""
         with self._step("preflight") as rec:
             p = self.params
-            role, policy = self._role(), self._policy()
-            result = preflight(role, policy, p.region, self.account, p.table, p.index)
+            role, candidate = self._role(), self._policy()
+            result = preflight.preflight(role, candidate, p.region, self.account, p.table, p.index)
             if not p.is_lab:
                 from runbook_lib.carts import carts_requests
 
                 reqs = carts_requests(p.region, self.account, p.table, p.index)
-                result.simulator, result.simulator_note = simulate(
-                    self.connection.client("iam"), role, policy, reqs
+                result.simulator, result.simulator_note = preflight.simulate(
+                    self.connection.client("iam"), role, candidate, reqs
                 )
             else:
                 result.simulator_note = "IAM's policy simulator is not part of the lab: the local evaluation stands alone."
@@ -360,7 +366,7 @@ class Runbook:
 
     def check_trust(self) -> TrustCheck:
         with self._step("trust") as rec:
-            tc = check_trust(self._role())
+            tc = iam.check_trust(self._role())
             rec.update(trusted=tc.ok, warnings=list(tc.warnings), trust_policy=tc.trust_policy)
             if not tc.ok:
                 _show(tc)
@@ -374,7 +380,7 @@ class Runbook:
         with self._step("plan") as rec:
             self.role = None  # read again: the plan must compare with what IAM holds now
             service = self.diagnosis.service if self.diagnosis else None
-            self.plan_result = plan(
+            self.plan_result = plan.plan(
                 self._role(), self._policy(), service, self.params.cluster, self._restore()
             )
             rec.update(self.plan_result.record())
@@ -440,7 +446,8 @@ class Runbook:
             )
             self.baseline = baseline
             for write in the_plan.pending:
-                client = c.client("iam" if isinstance(write, PolicyWrite) else "ecs")
+                # Each write's own calls are checked against its client's stubs (writes.py).
+                client: Any = c.client("iam" if isinstance(write, PolicyWrite) else "ecs")
                 # The undo and what the write replaces go on disk first, so that nothing but
                 # one read stands between the check and the write (the window IAM leaves open).
                 self._sending(write)
@@ -498,57 +505,22 @@ class Runbook:
         return PlanOutOfDate(write.outcome(), change)
 
     def _apply_button(self) -> Any:
-        """The Apply button; when IAM changed since the plan it turns into "Re-plan", which
-        makes the plan again and shows the new diff (then Apply applies that plan)."""
-        import ipywidgets as w
+        """The Apply button (``display.apply_button``) for this plan: it writes with this run's
+        record and checks; "Re-plan" makes the plan again and shows the new diff."""
+        from runbook_lib.display import apply_button
 
         assert self.plan_result is not None
-        name = self.plan_result.policy.name
-        button = w.Button(
-            description=f"Apply {name}",
-            button_style="warning",
-            tooltip=f"iam:PutRolePolicy on {self.plan_result.role}",
-            layout=w.Layout(width="auto"),
+
+        def replan() -> tuple[str, bool]:
+            the_plan = self.plan()
+            return the_plan._repr_html_(), bool(the_plan.pending)
+
+        return apply_button(
+            self.plan_result.policy.name,
+            f"iam:PutRolePolicy on {self.plan_result.role}",
+            write=lambda: self._write()._repr_html_(),
+            replan=replan,
         )
-        out = w.HTML(value="<i>Nothing written yet. Press the button to attach the policy.</i>")
-        mode = {"replan": False}
-
-        def to_apply(the_plan: Plan) -> None:
-            mode["replan"] = False
-            button.description, button.button_style = f"Apply {name}", "warning"
-            button.disabled = not the_plan.pending
-
-        def on_click(_: Any) -> None:
-            button.disabled = True
-            try:
-                if mode["replan"]:
-                    the_plan = self.plan()
-                    out.value = the_plan._repr_html_() + (
-                        "" if the_plan.pending else "<p><b>Nothing to apply now.</b></p>"
-                    )
-                    to_apply(the_plan)
-                    return
-                note = self._write()
-                out.value = note._repr_html_()
-                button.button_style = "success"
-                button.description = f"Applied {name}"
-            except PlanOutOfDate as exc:
-                change = exc.diff
-                out.value = (
-                    f'<p style="color:#a15c00"><b>{escape(str(exc))}</b></p>'
-                    f"<pre>{escape(change)}</pre>"
-                )
-                mode["replan"] = True
-                button.description, button.button_style = "Re-plan", "info"
-                button.disabled = False
-            except Exception as exc:  # shown to the learner; the record has it too
-                out.value = f'<p style="color:#b00020"><b>{escape(str(exc))}</b></p>'
-                button.disabled = False
-
-        button.on_click(on_click)
-        box = w.VBox([button, out])
-        box.add_class("carts-apply")
-        return box
 
     # --- 6. watch -------------------------------------------------------------------------------
 
@@ -582,7 +554,7 @@ class Runbook:
             pre = self.preflight_result
             view = LiveView(f"Watching {p.service} in {p.cluster}", p.timeout_s)
             try:
-                result = watch(
+                result = watch.watch(
                     ecs,
                     c.client("logs"),
                     tds,
@@ -654,7 +626,7 @@ class Runbook:
                 )
             else:
                 c = self.connection
-                result = rollback(
+                result = plan.rollback(
                     c.client("iam"),
                     c.clock,
                     p.task_role,
@@ -713,7 +685,7 @@ class Runbook:
             if held is not None:
                 rec.update(held)
             outcome = self._outcome()
-            calls = dict(sorted(self.connection.calls.items())) if self.conn else {}
+            calls = dict(sorted(self.connection.calls.items())) if self.connected else {}
             self.record.data["aws_calls"] = calls
             self.record.data["aws_call_count"] = sum(calls.values())
             if held is not None and not held["as_expected"]:
@@ -740,7 +712,7 @@ class Runbook:
     def _iam_now(self) -> dict[str, Any] | None:
         """Read the policy (for a bounded time, while a read may lag this run's last write) and
         compare it with what the run's steps said."""
-        if self.conn is None or self.plan_result is None:
+        if not self.connected or self.plan_result is None:
             return None
         p, c = self.params, self.connection
         expected = self._expected_state()
@@ -782,8 +754,8 @@ class Runbook:
         return "checked: nothing to change"
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
+        if self._connection is not None:
+            self._connection.close()
 
 
 @dataclass(frozen=True)
@@ -799,15 +771,11 @@ class ParamsView(Shows):
         writes = "yes" if p.writes else "no (plan only)"
         return [*rows, ("-> talks to", where), ("-> writes to IAM", writes)]
 
-    def __str__(self) -> str:
-        return "\n".join(f"{k:>16}  {v}" for k, v in self.rows())
+    def blocks(self) -> list[Block]:
+        import pandas as pd
 
-    def _repr_html_(self) -> str:
-        body = "".join(
-            f"<tr><td><code>{escape(k)}</code></td><td>{escape(v)}</td></tr>"
-            for k, v in self.rows()
-        )
-        return f"<p>Parameters (valid):</p><table>{body}</table>"
+        values = pd.DataFrame(self.rows(), columns=["parameter", "value"])
+        return [Heading("Parameters (valid):"), Table(values)]
 
 
 @dataclass(frozen=True)
@@ -855,12 +823,8 @@ class Summary(Shows):
         lines.append(f"Record: {Path(self.path).name}")
         return lines
 
-    def __str__(self) -> str:
-        return "\n".join(self.lines())
-
-    def _repr_html_(self) -> str:
-        items = "".join(f"<li>{escape(x)}</li>" for x in self.lines())
-        return f"<ul>{items}</ul>"
+    def blocks(self) -> list[Block]:
+        return [items(self.lines())]
 
 
 def _short_hash(value: Any) -> str:

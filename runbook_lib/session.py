@@ -12,9 +12,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 from runbook_lib import speedups
+from runbook_lib.blocks import Block, Sentence
 from runbook_lib.errors import (
     EndpointNotAws,
     EndpointTlsError,
@@ -23,17 +24,19 @@ from runbook_lib.errors import (
     RunbookError,
     WrongAccount,
 )
-from runbook_lib.params import Params
+from runbook_lib.lab_keys import LAB_ACCESS_KEY, LAB_SECRET_KEY
+from runbook_lib.params import Backend, Params
 from runbook_lib.shows import Shows
 
 if TYPE_CHECKING:
     import boto3
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_iam import IAMClient
+    from mypy_boto3_logs import CloudWatchLogsClient
+    from mypy_boto3_sts import STSClient
 
 USER_AGENT = "carts-runbook/0.1"
-
-#: Dummy credentials for the lab: it accepts any, and these are no secret.
-LAB_ACCESS_KEY = "lab"
-LAB_SECRET_KEY = "lab"
 
 #: Which clock a lab started in the kernel runs on: "real" (default) or "stepped" (time moves only
 #: while the runbook waits, so a run's history is the same on every machine: the golden notebook).
@@ -82,18 +85,15 @@ class Identity(Shows):
     account: str
     arn: str
     endpoint: str
-    backend: str
+    backend: Backend
 
-    def __str__(self) -> str:
-        return f"{self.arn} (account {self.account}) via {self.endpoint} [{self.backend}]"
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        return (
-            f"<p>Connected as <code>{escape(self.arn)}</code> in account <b>{escape(self.account)}</b>"
-            f" via <code>{escape(self.endpoint)}</code> (backend <b>{escape(self.backend)}</b>).</p>"
-        )
+    def blocks(self) -> list[Block]:
+        return [
+            Sentence(
+                f"Connected as {self.arn} in account {self.account} via {self.endpoint} "
+                f"(backend {self.backend})."
+            )
+        ]
 
 
 @dataclass
@@ -111,8 +111,22 @@ class Connection:
     _clients: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @overload
+    def client(self, service: Literal["ecs"]) -> ECSClient: ...
+    @overload
+    def client(self, service: Literal["iam"]) -> IAMClient: ...
+    @overload
+    def client(self, service: Literal["logs"]) -> CloudWatchLogsClient: ...
+    @overload
+    def client(self, service: Literal["sts"]) -> STSClient: ...
+    @overload
+    def client(self, service: Literal["dynamodb"]) -> DynamoDBClient: ...
+    @overload
+    def client(self, service: str) -> Any: ...
+
     def client(self, service: str) -> Any:
-        """A client for ``service`` (cached: one per service for the connection's life)."""
+        """A client for ``service`` (cached: one per service for the connection's life), typed by
+        the mypy_boto3 stubs for the services the runbook calls (checked by mypy only)."""
         with self._lock:
             c = self._clients.get(service)
             if c is None:

@@ -33,10 +33,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from html import escape
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from runbook_lib.access_denied import parse_access_denied
+from runbook_lib.blocks import Block, Sentence
 from runbook_lib.display import LiveView, TaskTable
 from runbook_lib.ecs import (
     ServiceState,
@@ -52,6 +52,10 @@ from runbook_lib.ecs import (
 from runbook_lib.errors import DeploymentFailed, WatchTimeout
 from runbook_lib.logs import DENIAL_PATTERN, search
 from runbook_lib.shows import Shows
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_logs import CloudWatchLogsClient
 
 MIN_INTERVAL_S = 0.5
 #: The longest wait between two polls while a task is starting (before RUNNING).
@@ -76,7 +80,8 @@ TaskState = Literal[
 ]
 #: The states in which a task has settled.
 SETTLED: frozenset[TaskState] = frozenset({"healthy", "running-no-health-check"})
-Outcome = Literal["running", "already-running", "deployment-failed", "timeout", "skipped"]
+#: How a watch ended. (A plan-only run has no watch: its record's watch step says "skipped".)
+Outcome = Literal["running", "already-running", "deployment-failed", "timeout"]
 #: States in which a task is up (RUNNING), settled or not: polled at the slower pace.
 _UP: frozenset[TaskState] = frozenset(
     {"waiting-health", "waiting-no-health-check", "healthy", "running-no-health-check"}
@@ -97,7 +102,7 @@ class Baseline:
 
     @classmethod
     def take(
-        cls, ecs: Any, cluster: str, service: str, now: Callable[[], float] = time.time
+        cls, ecs: ECSClient, cluster: str, service: str, now: Callable[[], float] = time.time
     ) -> Baseline:
         """The service's healthy tasks now; ``now`` tells the time as AWS tells it."""
         arns = list_service_tasks(ecs, cluster, service, "RUNNING")
@@ -269,12 +274,12 @@ class WatchResult(Shows):
     timeline: list[tuple[float, str]] = field(default_factory=list)
     #: How the task settled: ``healthy`` (its app's health check passed) or
     #: ``running-no-health-check`` (RUNNING long enough, no check to pass).
-    settled_as: str = ""
+    settled_as: Literal["", "healthy", "running-no-health-check"] = ""
     apps: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return self.outcome in ("running", "already-running", "skipped")
+        return self.outcome in ("running", "already-running")
 
     def table(self) -> TaskTable:
         return TaskTable(
@@ -296,24 +301,13 @@ class WatchResult(Shows):
             "timeline": [{"t": round(t, 3), "event": e} for t, e in self.timeline],
         }
 
-    def __str__(self) -> str:
-        parts = [self.message]
+    def blocks(self) -> list[Block]:
+        out: list[Block] = [Sentence(self.message, "ok" if self.ok else "fail")]
         if self.failed_after_change and self.outcome == "running":
-            parts.append(_propagation_note(len(self.failed_after_change)))
+            out.append(Sentence(_propagation_note(len(self.failed_after_change))))
         if self.tasks:
-            parts.append(str(self.table()))
-        return "\n".join(parts)
-
-    def _repr_html_(self) -> str:
-        colour = {"running": "#1b7f3b", "already-running": "#1b7f3b", "skipped": "#555"}.get(
-            self.outcome, "#b00020"
-        )
-        html = f'<p style="color:{colour}"><b>{escape(self.message)}</b></p>'
-        if self.failed_after_change and self.outcome == "running":
-            html += f"<p>{escape(_propagation_note(len(self.failed_after_change)))}</p>"
-        if self.tasks:
-            html += self.table()._repr_html_()
-        return html
+            out += self.table().blocks()
+        return out
 
 
 def _propagation_note(n: int) -> str:
@@ -342,8 +336,8 @@ class _Memory:
 class _Reader:
     """The AWS calls of the watch (gather), with what they need to know."""
 
-    ecs: Any
-    logs: Any
+    ecs: ECSClient
+    logs: CloudWatchLogsClient
     tds: TaskDefinitions
     cluster: str
     service: str
@@ -420,8 +414,8 @@ class _Reader:
 
 
 def watch(
-    ecs: Any,
-    logs: Any,
+    ecs: ECSClient,
+    logs: CloudWatchLogsClient,
     td: TaskDefinition | TaskDefinitions,
     cluster: str,
     service: str,
@@ -560,6 +554,7 @@ def _conclude(
     if verdict.outcome == "running" and verdict.task is not None and svc is not None:
         t = verdict.task
         state = ev.states[t["taskArn"]]
+        assert state == "healthy" or state == "running-no-health-check"  # decide(): settled
         result.outcome, result.task, result.settled_as = "running", t, state
         how = (
             "RUNNING and HEALTHY"

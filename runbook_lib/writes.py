@@ -22,13 +22,13 @@ RELIABILITY.md has its measured width.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
-from html import escape
-from typing import Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from urllib.parse import unquote
 
+from runbook_lib.blocks import Block, Items, Pre, Sentence
 from runbook_lib.policy import (
     POLICY_FILE,
     delete_role_policy_command,
@@ -39,6 +39,10 @@ from runbook_lib.policy import (
     same_policy,
 )
 from runbook_lib.shows import Shows
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_iam import IAMClient
 
 #: How long a read after a write may lag before a difference counts (simulated seconds on a
 #: stepped lab). AWS documents no bound for IAM's propagation (AWS-FACTS.md section 7); changes
@@ -105,7 +109,7 @@ def _doc(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-def read_policy(iam: Any, role: str, name: str) -> dict[str, Any] | None:
+def read_policy(iam: IAMClient, role: str, name: str) -> dict[str, Any] | None:
     """The inline policy ``name`` of ``role`` as IAM answers now; None when there is none."""
     try:
         got = iam.get_role_policy(RoleName=role, PolicyName=name)
@@ -152,7 +156,7 @@ class PolicyWrite(Shows):
     #: The exact text sent (the rendered policy, byte for byte); compact JSON when None.
     text: str | None = None
     #: "fix" (the runbook's policy), "rollback" (this run's undo), "restore" (an earlier run's).
-    purpose: str = "fix"
+    purpose: Literal["fix", "rollback"] = "fix"
     state: WriteState = "planned"
     #: What IAM held when it was not what this write expected (refused or superseded).
     found: dict[str, Any] | None = None
@@ -160,7 +164,7 @@ class PolicyWrite(Shows):
     sent_at: float | None = None
     written_at: float | None = None
     reads: int = 0
-    kind: str = field(default="iam-policy", init=False)
+    kind: Literal["iam-policy"] = field(default="iam-policy", init=False)
 
     # --- what it is ---------------------------------------------------------------------------
 
@@ -225,7 +229,7 @@ class PolicyWrite(Shows):
 
     # --- check, send, confirm -----------------------------------------------------------------
 
-    def check(self, iam: Any) -> bool:
+    def check(self, iam: IAMClient) -> bool:
         """Just before sending: does IAM still hold what the plan saw? When not, the write is
         ``refused`` (and what IAM holds is kept in :attr:`found`)."""
         now = read_policy(iam, self.role, self.name)
@@ -234,7 +238,7 @@ class PolicyWrite(Shows):
         self.state, self.found, self.found_read = "refused", now, True
         return False
 
-    def send(self, iam: Any, clock: Clock) -> None:
+    def send(self, iam: IAMClient, clock: Clock) -> None:
         """Send the write; the caller has recorded the undo (state ``sending``) before."""
         self.sent_at = clock.time()
         if self.after is None:
@@ -246,7 +250,9 @@ class PolicyWrite(Shows):
         # The change is when the write landed: throttled retries can delay it.
         self.written_at = clock.time()
 
-    def confirm(self, iam: Any, clock: Clock, limit_s: float = READ_AFTER_WRITE_LIMIT_S) -> bool:
+    def confirm(
+        self, iam: IAMClient, clock: Clock, limit_s: float = READ_AFTER_WRITE_LIMIT_S
+    ) -> bool:
         """Read back until IAM shows this write (a read may lag it for a while); ``written``, or
         ``superseded`` with what IAM holds in :attr:`found` after ``limit_s``."""
         now, self.reads = read_until(
@@ -302,8 +308,8 @@ class PolicyWrite(Shows):
             rec["found"] = state_record(self.found)
         return rec
 
-    def __str__(self) -> str:
-        return self.summary()
+    def blocks(self) -> list[Block]:
+        return write_blocks(self)
 
 
 # --- the ECS deployment -----------------------------------------------------------------------
@@ -323,7 +329,7 @@ class DeploymentWrite(Shows):
     new_deployment: str = ""
     sent_at: float | None = None
     written_at: float | None = None
-    kind: str = field(default="ecs-deployment", init=False)
+    kind: Literal["ecs-deployment"] = field(default="ecs-deployment", init=False)
 
     @property
     def action(self) -> str:
@@ -364,7 +370,7 @@ class DeploymentWrite(Shows):
     def diff(self) -> str:
         return ""
 
-    def check(self, ecs: Any) -> bool:
+    def check(self, ecs: ECSClient) -> bool:
         """Is the PRIMARY deployment still the one the plan saw FAILED? When ECS has moved on
         (someone started another deployment), the write is ``skipped``: it is not needed."""
         primary = _primary(ecs, self.cluster, self.service)
@@ -374,7 +380,7 @@ class DeploymentWrite(Shows):
         self.state, self.found = "skipped", now
         return False
 
-    def send(self, ecs: Any, clock: Clock) -> None:
+    def send(self, ecs: ECSClient, clock: Clock) -> None:
         self.sent_at = clock.time()
         got = ecs.update_service(
             cluster=self.cluster, service=self.service, forceNewDeployment=True
@@ -382,7 +388,9 @@ class DeploymentWrite(Shows):
         self.written_at = clock.time()
         self.new_deployment = _primary_of(got).get("id", "")
 
-    def confirm(self, ecs: Any, clock: Clock, limit_s: float = READ_AFTER_WRITE_LIMIT_S) -> bool:
+    def confirm(
+        self, ecs: ECSClient, clock: Clock, limit_s: float = READ_AFTER_WRITE_LIMIT_S
+    ) -> bool:
         """A new PRIMARY deployment, other than the FAILED one, is what was asked for."""
         primary, _ = read_until(
             lambda: _primary(ecs, self.cluster, self.service),
@@ -433,18 +441,18 @@ class DeploymentWrite(Shows):
             "written_at": self.written_at,
         }
 
-    def __str__(self) -> str:
-        return self.summary()
+    def blocks(self) -> list[Block]:
+        return write_blocks(self)
 
 
-def _primary_of(service: dict[str, Any]) -> dict[str, Any]:
+def _primary_of(service: Mapping[str, Any]) -> dict[str, Any]:
     for d in service.get("deployments", []):
         if d.get("status") == "PRIMARY":
             return dict(d)
     return {}
 
 
-def _primary(ecs: Any, cluster: str, service: str) -> dict[str, Any]:
+def _primary(ecs: ECSClient, cluster: str, service: str) -> dict[str, Any]:
     got = ecs.describe_services(cluster=cluster, services=[service])["services"]
     return _primary_of(got[0]) if got else {}
 
@@ -452,20 +460,11 @@ def _primary(ecs: Any, cluster: str, service: str) -> dict[str, Any]:
 Write = PolicyWrite | DeploymentWrite
 
 
-def write_lines(writes: list[Write]) -> list[str]:
-    """Each write's command and its undo (or why it has none), for plans and summaries."""
-    lines = []
-    for i, w in enumerate(writes, 1):
-        lines.append(f"{i}. {w.summary()}")
-        lines.append(f"   {w.shown_command}")
-        lines.append(f"   {w.undo_note}")
-    return lines
+def write_blocks(w: Write) -> list[Block]:
+    """What a write does, the command that makes it, and how it is undone (or why it is not)."""
+    return [Sentence(w.summary()), Pre(w.shown_command), Sentence(w.undo_note)]
 
 
-def writes_html(writes: list[Write]) -> str:
-    items = "".join(
-        f"<li>{escape(w.summary())}<pre>{escape(w.shown_command)}</pre>"
-        f"<small>{escape(w.undo_note)}</small></li>"
-        for w in writes
-    )
-    return f"<ol>{items}</ol>"
+def writes_list(writes: list[Write]) -> Items:
+    """The writes in order, each with its command and its undo, for plans and summaries."""
+    return Items(tuple(tuple(write_blocks(w)) for w in writes), numbered=True)

@@ -52,8 +52,9 @@ EXPECTED = {
     "team-09": Expected("fixed", "task-role", "create", True, 0, undo=True, region="eu-west-1"),
     # A boundary allows no DynamoDB: stopped before writing, naming it.
     "team-10": Expected("failed", "task-role", "", False, 1, "preflight"),
-    # The circuit breaker FAILED the deployment: the policy lands, no task comes.
-    "team-11": Expected("failed", "task-role", "create", True, 1, "watch", undo=True),
+    # The circuit breaker FAILED the deployment: ECS starts no task for it, so after the policy
+    # the run starts a new deployment (apply's gated force-new-deployment), whose task runs.
+    "team-11": Expected("fixed", "task-role", "create", True, 0, undo=True),
 }
 
 #: What each account holds at the end, by its row (the lab's state in the summary).
@@ -130,8 +131,7 @@ def check_lab_fleet(out: Path) -> None:
         if want.failed_step in ("connect", "diagnose"):
             assert "apply" not in steps and rec["undo"] is None  # nothing was written
         if want.failed_step == "watch":
-            watched = "deployment-failed" if name == "team-11" else "timeout"
-            assert steps["apply"]["written"] is True and steps["watch"]["outcome"] == watched
+            assert steps["apply"]["written"] is True and steps["watch"]["outcome"] == "timeout"
     # A role that does not trust the management account: STS refuses it, nothing is written,
     # the others go on.
     assert rows["team-07"]["detail"].startswith("at connect: RoleNotAssumed: cannot assume role")
@@ -170,7 +170,8 @@ def check_lab_accounts(out: Path) -> None:
             "rolled back": ["PutRolePolicy", "DeleteRolePolicy"],
         }.get(want.outcome, ["PutRolePolicy"] if want.written else [])
         assert held["iam_writes"] == writes, (name, held)
-        assert held["ecs_writes"] == [], (name, held)
+        # Only the FAILED deployment's account gets a new one.
+        assert held["ecs_writes"] == (["UpdateService"] if name == "team-11" else []), (name, held)
         if want.outcome in HOLDS_POLICY:
             assert service["runningCount"] >= 1 and service["rolloutState"] == "COMPLETED", name
         elif not want.written:
@@ -178,13 +179,19 @@ def check_lab_accounts(out: Path) -> None:
             assert service["rolloutState"] in ("IN_PROGRESS", "FAILED"), (name, service)
         # (A rolled-back account's carts, and one whose write reaches carts only after the
         # watch gave up, change on the lab's clock after their run: not compared.)
-    for name, account in (("team-10", "111111111110"), ("team-11", "111111111111")):
-        assert name in ran and account in lab["accounts"]
+    assert "team-10" in ran and "111111111110" in lab["accounts"]  # failed: never resumed
     held = lab["accounts"]["111111111110"]
     assert held["task_role_boundary"] == (
         "arn:aws:iam::111111111110:policy/RetailStoreTaskRoleBoundary"
     )
-    assert lab["accounts"]["111111111111"]["service"]["rolloutState"] == "FAILED"
+    # The FAILED deployment's account (its record: the run's own, or the resumed earlier one).
+    [iam, ecs] = record(out, "team-11")["writes"]
+    assert (iam["kind"], ecs["kind"], ecs["action"]) == (
+        "iam-policy",
+        "ecs-deployment",
+        "force-new-deployment",
+    )
+    assert ecs["failed_deployment"] != ecs["new_deployment"] and ecs["state"] == "written"
 
 
 def wait_until(what: str, check: Any, timeout: float = 300.0) -> Any:

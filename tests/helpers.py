@@ -576,7 +576,7 @@ def in_process_run(lab: Any, out: Path, clock: Any = None, **values: Any) -> Any
     params = Params.from_mapping({"endpoint_url": lab.endpoint_url, **values})
     run = Runbook(params, record_in(out))
     run.connect()
-    run.conn.clock = clock if clock is not None else lab.client_clock()
+    run.connection.clock = clock if clock is not None else lab.client_clock()
     return run
 
 

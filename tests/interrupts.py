@@ -74,6 +74,10 @@ def stop_at(out: Path, lab: Lab, step: str, sig: signal.Signals) -> subprocess.P
     for k in kernels:  # a kernel the killed CLI started, still there: end it by its id
         if not gone(k):
             os.kill(k, signal.SIGKILL)
+    deadline = time.monotonic() + KERNEL_GONE_S
+    while not all(gone(k) for k in kernels):  # a rerun must not find it still running
+        assert time.monotonic() < deadline, f"kernels {kernels} outlived SIGKILL"
+        time.sleep(0.05)
     return proc
 
 

@@ -70,8 +70,7 @@ def gated_runbook(
     clock = GatedClock(lab.client_clock(), turns)
     run: Runbook = in_process_run(lab, out, clock, timeout_s=120, **values)
     through_checks(run)
-    assert run.conn is not None
-    make = run.conn.client
+    make = run.connection.client
     hooked: set[str] = set()
 
     def client(service: str) -> Any:
@@ -81,7 +80,7 @@ def gated_runbook(
             hook(c, turns, truth, seen, name)
         return c
 
-    run.conn.client = client  # type: ignore[method-assign]
+    run.connection.client = client  # type: ignore[method-assign]
     return run
 
 

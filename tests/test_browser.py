@@ -111,8 +111,13 @@ def jupyter(
 @pytest.fixture
 def page(jupyter: JupyterServer, request: pytest.FixtureRequest) -> Iterator[Any]:
     SHOTS.mkdir(parents=True, exist_ok=True)
+    from playwright.sync_api import expect
+
+    # Waits for a state, not timings: a loaded 2-core machine may take long to get there
+    # (Playwright's own default for an assertion is 5 s).
+    expect.set_options(timeout=60_000)
     with chromium_page() as pg:
-        pg.set_default_timeout(30_000)
+        pg.set_default_timeout(60_000)
         yield pg
         if failed(request.node):
             pg.screenshot(path=str(SHOTS / f"failed-{request.node.name}.png"))

@@ -59,4 +59,10 @@ def test_the_original_survives_a_run_stopped_at_any_step(
     now = aws.iam.get_role_policy(RoleName=ROLE, PolicyName=POLICY)["PolicyDocument"]
     connect = cell_text(out, "connect")
     problems = recovery_problems(out, ORIGINAL, stopped, rerun, connect, now, proc.stdout)
-    assert problems == [], (stopped.get("outcome"), stopped.get("failed_step"))
+    assert problems == [], (
+        problems,
+        stopped.get("outcome"),
+        stopped.get("failed_step"),
+        rerun.get("earlier_runs"),
+        connect[-2000:],
+    )

@@ -8,6 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 from runbook_lib.params import PARAMETER_NAMES, Params
@@ -76,3 +77,20 @@ def test_import_for_the_aws_backend_does_not_import_the_lab() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == ""
+
+
+def test_readme_shows_the_policy_the_permissions_command_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """README's "Permissions it needs" holds `carts-runbook permissions`'s output for the default
+    parameters (plan only), so the two cannot drift apart."""
+    from runbook_lib import cli
+
+    args = cli.build_parser().parse_args(["permissions"])  # main() less its exit handler
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Permissions it needs\n", 1)[1].split("\n## ", 1)[0]
+    shown = section.split("```json\n", 1)[1].split("```", 1)[0]
+    assert shown == printed
+    assert '"iam:PutRolePolicy"' not in shown  # the plan-only policy

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib.display import task_table_html, task_table_text
+from runbook_lib.display import TaskTable
 from runbook_lib.ecs import tasks_frame
 from runbook_lib.record import RunRecord, SecretInOutput, find_secrets
 
@@ -50,8 +50,10 @@ def test_task_table_newest_first_with_status_colours() -> None:
     frame = tasks_frame([t(1, "STOPPED"), t(3, "RUNNING"), t(2, "STOPPED")])
     assert list(frame["lastStatus"]) == ["RUNNING", "STOPPED", "STOPPED"]
     assert frame["exitCode"].iloc[1] == 1
-    text = task_table_text(frame)
+    table = TaskTable(frame)
+    text = str(table)
     assert "12:00:03" in text and "EssentialContainerExited" in text
-    html = task_table_html(frame)
-    assert "#d7f5df" in html and "#fbdada" in html and 'id="T_carts"' in html
-    assert task_table_html(frame) == html  # same HTML every time (golden outputs depend on it)
+    html = table._repr_html_()
+    assert 'class="carts-table carts-tasks"' in html
+    assert html.index(">RUNNING<") < html.index(">STOPPED<")  # newest first in HTML too
+    assert TaskTable(frame)._repr_html_() == html  # same HTML every time (golden outputs)

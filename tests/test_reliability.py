@@ -300,7 +300,7 @@ def test_apply_on_aws_without_apply_true_calls_nothing(tmp_path: Path) -> None:
     policy = render_policy(params, LAB_DEFAULT_ACCOUNT)
     run.plan_result = plan(SimpleNamespace(name=ROLE, inline={}), policy)
     run._passed.update(BEFORE_APPLY)  # as after the cells before apply
-    run.conn = NoAws()  # type: ignore[assignment]  # a stand-in that records any use
+    run._connection = NoAws()  # type: ignore[assignment]  # a stand-in that records any use
     note = run.apply()
     assert "nothing was written" in str(note)
     assert run.record.data["steps"]["apply"] == {"written": False, "reason": "apply is false"}

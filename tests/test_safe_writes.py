@@ -143,8 +143,7 @@ def test_another_writer_after_the_write_is_named_and_both_documents_kept(
     may lag) shows theirs; apply says another writer won and keeps both documents."""
     run = through_checks(runbook(fresh, tmp_path))
     run.plan()
-    assert run.conn is not None
-    iam = run.conn.client("iam")
+    iam = run.connection.client("iam")
 
     def right_after(**_: Any) -> None:
         aws.iam.put_role_policy(RoleName=ROLE, PolicyName=POLICY, PolicyDocument=THEIRS)
@@ -176,8 +175,7 @@ def test_a_put_inside_the_read_to_write_window_is_replaced_unseen(
     holds what it wrote); RELIABILITY.md gives the window's width."""
     run = through_checks(runbook(fresh, tmp_path))
     run.plan()
-    assert run.conn is not None
-    iam = run.conn.client("iam")
+    iam = run.connection.client("iam")
 
     def inside(**_: Any) -> None:
         aws.iam.put_role_policy(RoleName=ROLE, PolicyName=POLICY, PolicyDocument=THEIRS)
@@ -405,9 +403,8 @@ def test_the_undo_and_the_replaced_document_are_on_disk_before_the_write_is_sent
     aws.iam.put_role_policy(RoleName=ROLE, PolicyName=POLICY, PolicyDocument=THEIRS)
     run = through_checks(runbook(fresh, tmp_path))
     run.plan()
-    assert run.conn is not None
     seen: list[dict[str, Any]] = []
-    run.conn.client("iam").meta.events.register(
+    run.connection.client("iam").meta.events.register(
         "before-send.iam.PutRolePolicy", lambda **_: seen.append(on_disk(run))
     )
     run.apply()

@@ -438,8 +438,7 @@ def runbook(tmp_path: Path, **params: Any) -> Runbook:
 def connect(run: Runbook) -> StillClock:
     run.connect()
     clock = StillClock()
-    assert run.conn is not None
-    run.conn.clock = clock
+    run.connection.clock = clock
     return clock
 
 

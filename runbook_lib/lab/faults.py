@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
-from runbook_lib.access_denied import NO_ALLOW, assumed_role_arn, format_access_denied
+from runbook_lib.access_denied import NO_ALLOW, DenialKind, assumed_role_arn, format_access_denied
 from runbook_lib.lab.errors import LabConfigError
 from runbook_lib.partitions import arn
 
@@ -159,7 +159,7 @@ def image_pull_failure(facts: TaskFacts) -> StartFailure:
 
 
 def logger_failure(
-    facts: TaskFacts, kind: str = NO_ALLOW, denied: str | None = None
+    facts: TaskFacts, kind: DenialKind = NO_ALLOW, denied: str | None = None
 ) -> StartFailure:
     """The execution role may not create the task's log stream (awslogs driver).
 

@@ -27,8 +27,8 @@ from runbook_lib.lab.server import LabApp, LabServer
 from runbook_lib.lab.shapes import KEEP_PROBLEMS, ShapeProblem
 from runbook_lib.lab.wire import WireApp
 from runbook_lib.lab.world import World
+from runbook_lib.lab_keys import LAB_ACCESS_KEY, LAB_SECRET_KEY
 from runbook_lib.params import LAB_DEFAULT_ACCOUNT, Params
-from runbook_lib.session import LAB_ACCESS_KEY, LAB_SECRET_KEY
 
 # moto keeps one state per process: two labs may share a process only with different accounts.
 _accounts_lock = threading.Lock()

@@ -19,9 +19,6 @@ from typing import Any, Generic, TypeVar
 
 from runbook_lib.iam_eval import Decision, PolicyError, evaluate
 
-#: name (inline) or ARN (managed) -> policy document JSON text.
-Snapshot = Mapping[str, str]
-
 S = TypeVar("S")
 
 

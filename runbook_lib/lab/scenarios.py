@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from runbook_lib.lab_keys import LAB_ACCESS_KEY, LAB_SECRET_KEY
+
 #: The workshop as it is (no change): the default.
 DEFAULT = "workshop"
 
@@ -55,8 +57,6 @@ class Api:
         role_arn: str | None = None,
     ) -> None:
         import boto3
-
-        from runbook_lib.session import LAB_ACCESS_KEY, LAB_SECRET_KEY
 
         session = boto3.Session(
             aws_access_key_id=LAB_ACCESS_KEY,

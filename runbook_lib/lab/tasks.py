@@ -71,7 +71,6 @@ class LabTask:
     deployment_id: str
     app: CartsApp | None = None
     failed_to_start: bool = False
-    stop_counted: bool = False
     events: list[str] = field(default_factory=list)
 
     @property
