@@ -76,13 +76,12 @@ class Interrupts:
 
     GRACE_S = 30.0
 
-    def __init__(self, record: Path | None = None) -> None:
+    def __init__(self) -> None:
         self.count = 0
         self.kernel: Kernel | None = None
         self.in_cell = False
         #: The kernel was stopped for not ending its cell in time (not by a second Ctrl-C).
         self.forced = False
-        self._record = record
         self._done = threading.Event()
         self._previous: Any = None
 
@@ -385,7 +384,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             html.write(nb_path, html_path)
 
     with (
-        Interrupts(record_path) as interrupts,
+        Interrupts() as interrupts,
         shipped.shipped_path(shipped.NOTEBOOK) as notebook,
     ):
         progress = Progress(on_step=None if args.no_html else warm_up, interrupts=interrupts)

@@ -178,7 +178,7 @@ def _execute(job: Job, folder: Path) -> tuple[str | None, str | None, list[str]]
     html = cli.HtmlWriter()
     # The single run's interrupt logic, without its SIGINT handler (a worker thread has none):
     # the guard below calls it as Ctrl-C would.
-    interrupts = cli.Interrupts(record_path)
+    interrupts = cli.Interrupts()
     progress = _Progress(job.control, log, html, interrupts)
     guard = _Guard(job.control, job.deadline_s, folder, interrupts)
     failed: str | None = None
